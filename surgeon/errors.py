@@ -1,0 +1,21 @@
+"""Errors that the CLI turns into exit codes and one-line messages (conventions.md)."""
+
+from __future__ import annotations
+
+
+class SurgeonError(Exception):
+    """Base class: a failure surgeon can explain in one line."""
+
+    exit_code: int = 3
+
+
+class InputError(SurgeonError):
+    """Bad usage or bad input (missing path, not a model, unreadable file): exit 2."""
+
+    exit_code = 2
+
+
+class RuntimeFailure(SurgeonError):
+    """A run that failed while working (out of memory, NaN): exit 3."""
+
+    exit_code = 3

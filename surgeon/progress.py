@@ -1,0 +1,33 @@
+"""Progress bars that show on a terminal and stay quiet in scripts, CI and ``--json`` mode."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence every progress bar (``--json`` mode)."""
+    global _QUIET
+    _QUIET = quiet
+
+
+def enabled() -> bool:
+    """Bars show only on an interactive stderr and never when quiet or ``SURGEON_QUIET`` is set."""
+    return not _QUIET and not os.environ.get("SURGEON_QUIET") and sys.stderr.isatty()
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """Wrap an iterable in a progress bar when progress is enabled."""
+    if not enabled():
+        yield from items
+        return
+    yield from tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True)
