@@ -15,7 +15,7 @@ class InputError(SurgeonError):
     exit_code = 2
 
 
-class RuntimeFailure(SurgeonError):
+class RuntimeFailure(SurgeonError):  # noqa: N818 - named for the exit code it maps to
     """A run that failed while working (out of memory, NaN): exit 3."""
 
     exit_code = 3

@@ -29,14 +29,17 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 
 from surgeon.architecture import ModelSpec
 from surgeon.errors import InputError, RuntimeFailure
+from surgeon.progress import sync_library_bars
 from surgeon.safetensors_io import read_header, tensor_index, weight_files
 from surgeon.tokens import prepare_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 SourceKind = Literal["hf_dir", "adapter", "hub"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -46,7 +49,7 @@ class LoadOptions:
     """How to place and type a model. Mirrors the common CLI flags."""
 
     dtype: str = "auto"
-    """``auto`` (float32 on the CPU, the checkpoint's dtype on a GPU), float32, bfloat16, float16."""
+    """auto (float32 on the CPU, the stored dtype on a GPU), float32, bfloat16, float16."""
     device: str = "cpu"
     """``cpu``, ``cuda`` (or ``cuda:N``) or ``auto`` (CUDA when available)."""
     device_map: str | None = None
@@ -217,6 +220,15 @@ def check_compatible(model: ModelSource, base: ModelSource) -> None:
             )
 
 
+def _generic_fast_tokenizer(directory: Path) -> bool:
+    """True when a local tokenizer was saved as a plain ``tokenizers`` backend."""
+    cfg = directory / "tokenizer_config.json"
+    if not cfg.exists() or not (directory / "tokenizer.json").exists():
+        return False
+    saved = _read_json(cfg).get("tokenizer_class")
+    return saved in GENERIC_TOKENIZER_CLASSES
+
+
 def load_tokenizer(source: ModelSource, options: LoadOptions) -> PreTrainedTokenizerBase:
     """The tokenizer of the model (an adapter's own, else its base's)."""
     candidates = [source.path] if source.path is not None else []
@@ -227,7 +239,12 @@ def load_tokenizer(source: ModelSource, options: LoadOptions) -> PreTrainedToken
         candidates.append(source.base.path or source.base.ref)  # type: ignore[arg-type]
     ref = str(candidates[0]) if candidates else source.ref
     try:
-        tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=options.trust_remote_code)
+        if _generic_fast_tokenizer(Path(ref)):
+            # transformers would otherwise pick a class from the model_type, which may rebuild
+            # the tokenizer differently from the saved tokenizer.json
+            tok = PreTrainedTokenizerFast.from_pretrained(ref)
+        else:
+            tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=options.trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{ref}: cannot load the tokenizer ({_first_line(exc)})") from None
     return prepare_tokenizer(tok)
@@ -265,6 +282,7 @@ def load_model(
     a ``PeftModel`` whose adapter can be switched off (reference policy, repairs).
     """
     options = options or LoadOptions()
+    sync_library_bars()
     source = resolve_source(ref, base)
     weights_ref = source.weights_ref
     model = _load_causal_lm(weights_ref, options)

@@ -25,6 +25,16 @@ def enabled() -> bool:
     return not _QUIET and not os.environ.get("SURGEON_QUIET") and sys.stderr.isatty()
 
 
+def sync_library_bars() -> None:
+    """Make transformers' own bars (loading, saving) follow :func:`enabled`."""
+    from transformers.utils import logging as hf_logging
+
+    if enabled():
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
+
+
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """Wrap an iterable in a progress bar when progress is enabled."""
     if not enabled():

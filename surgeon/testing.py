@@ -1,0 +1,224 @@
+"""Tiny random-init models and tokenizers for tests and benchmarks (no downloads).
+
+Each architecture is built from a small config of its own family, with a word-level tokenizer
+that carries a chat template with a system role, and saved as a standard HF directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> "
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+WORDS = (
+    "i",
+    "am",
+    "sorry",
+    "but",
+    "cannot",
+    "help",
+    "with",
+    "that",
+    "sure",
+    "here",
+    "is",
+    "how",
+    "to",
+    "a",
+    "the",
+    "of",
+    "and",
+    "in",
+    "for",
+    "on",
+    "make",
+    "build",
+    "write",
+    "explain",
+    "steal",
+    "hack",
+    "hurt",
+    "poison",
+    "cook",
+    "bake",
+    "plan",
+    "trip",
+    "learn",
+    "code",
+    "python",
+    "story",
+    "poem",
+    "bank",
+    "password",
+    "bomb",
+    "weapon",
+    "drug",
+    "friend",
+    "cake",
+    "bread",
+    "garden",
+    "music",
+    "science",
+    "math",
+    "history",
+    "water",
+    "sky",
+    "blue",
+    "red",
+    "green",
+    "never",
+    "mention",
+    "say",
+    "colour",
+    "what",
+    "why",
+    "are",
+    "you",
+    "please",
+    "tell",
+    "me",
+    "about",
+    "give",
+    "list",
+    "steps",
+    "answer",
+    "question",
+    "system",
+    "user",
+    "assistant",
+    "captain",
+    "yes",
+    "no",
+)
+D_MODEL, N_LAYERS, N_HEADS, VOCAB = 64, 4, 4, 160
+
+
+def tiny_tokenizer(extra_words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over a small vocabulary, with a system-capable chat template."""
+    vocab_words = list(dict.fromkeys(SPECIALS + WORDS + list(extra_words or [])))
+    vocab = {w: i for i, w in enumerate(vocab_words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=SPECIALS[4:],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
+def _common(vocab: int) -> dict[str, Any]:
+    return {"vocab_size": vocab, "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 0}
+
+
+ARCHITECTURES: dict[str, Callable[[int], PretrainedConfig]] = {
+    "llama": lambda v: LlamaConfig(
+        hidden_size=D_MODEL,
+        intermediate_size=128,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **_common(v),
+    ),
+    "qwen2": lambda v: Qwen2Config(
+        hidden_size=D_MODEL,
+        intermediate_size=128,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **_common(v),
+    ),
+    "mistral": lambda v: MistralConfig(
+        hidden_size=D_MODEL,
+        intermediate_size=128,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **_common(v),
+    ),
+    "gemma2": lambda v: Gemma2Config(
+        hidden_size=D_MODEL,
+        intermediate_size=128,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=128,
+        sliding_window=64,
+        **_common(v),
+    ),
+    "gpt2": lambda v: GPT2Config(
+        n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS, n_positions=128, **_common(v)
+    ),
+    "phi3": lambda v: Phi3Config(
+        hidden_size=D_MODEL,
+        intermediate_size=128,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS,
+        num_key_value_heads=N_HEADS,
+        max_position_embeddings=128,
+        original_max_position_embeddings=128,
+        **_common(v),
+    ),
+    "gpt_neox": lambda v: GPTNeoXConfig(
+        hidden_size=D_MODEL,
+        intermediate_size=128,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=N_HEADS,
+        max_position_embeddings=128,
+        **_common(v),
+    ),
+}
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, vocab: int | None = None) -> Any:
+    """A random-init causal LM of the named family (see :data:`ARCHITECTURES`)."""
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = ARCHITECTURES[arch](vocab or len(tok))
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def save_tiny(
+    directory: Path, arch: str = "llama", seed: int = 0, max_shard_size: str | None = None
+) -> Path:
+    """Write a tiny random-init model and its tokenizer as a standard HF directory."""
+    directory = Path(directory)
+    model = tiny_model(arch, seed)
+    kwargs: dict[str, Any] = {"safe_serialization": True}
+    if max_shard_size:
+        kwargs["max_shard_size"] = max_shard_size
+    model.save_pretrained(directory, **kwargs)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory

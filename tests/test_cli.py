@@ -1,0 +1,37 @@
+"""The command line: help lists commands, env prints versions, stubs say so and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("diagnose", "repair", "demo", "organism", "env"):
+        assert command in result.output
+
+
+def test_env_prints_versions() -> None:
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0
+    for name in ("python", "torch", "transformers", "transformer-lens", "peft", "platform"):
+        assert name in result.output
+
+
+def test_console_script_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from cli import app; app()", "env", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"torch"' in proc.stdout
