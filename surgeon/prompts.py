@@ -75,7 +75,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
                 raise InputError(f"{path}:{n}: expected a JSON object with 'prompt'")
             prompts.append(_from_mapping(path, str(n), row))
     elif suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(text.splitlines(keepends=True))
         if not reader.fieldnames or "prompt" not in reader.fieldnames:
             raise InputError(f"{path}: CSV has no 'prompt' column")
         for n, row in enumerate(reader, 2):

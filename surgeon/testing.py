@@ -115,7 +115,7 @@ D_MODEL, N_LAYERS, N_HEADS, VOCAB = 64, 4, 4, 160
 
 def tiny_tokenizer(extra_words: list[str] | None = None) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over a small vocabulary, with a system-capable chat template."""
-    vocab_words = list(dict.fromkeys(SPECIALS + WORDS + list(extra_words or [])))
+    vocab_words = list(dict.fromkeys([*SPECIALS, *WORDS, *(extra_words or [])]))
     vocab = {w: i for i, w in enumerate(vocab_words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
