@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -88,11 +89,73 @@ def _not_implemented(name: str) -> None:
     raise InputError(f"'{name}' is not implemented yet")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# Options every model-running command shares; None means "not given" so files can fill in.
+DTYPE = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16.")
+DEVICE = typer.Option(None, "--device", help="cpu | cuda | auto.")
+DEVICE_MAP = typer.Option(None, "--device-map", help="'auto': spread over GPUs and CPU.")
+BATCH = typer.Option(None, "--batch-size", help="Prompts per batch.")
+SEED = typer.Option(None, "--seed", help="Random seed.")
+REMOTE = typer.Option(None, "--trust-remote-code/--no-trust-remote-code", help="Off by default.")
+CONFIG = typer.Option(None, "--config", help="TOML file with any of these flags.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.")
+JSON_OUT = typer.Option(False, "--json", help="Print only the report JSON.")
+
+
+def _settings(command: str, defaults: dict[str, Any], config: Path | None, flags: dict) -> dict:
+    from surgeon.config_file import merge_settings, read_config
+
+    return merge_settings(defaults, read_config(config, command, defaults), flags)
+
+
+@app.command()
 @handled
-def diagnose() -> None:
-    """Probe a fine-tuned model for lost alignment (not implemented yet)."""
-    _not_implemented("surgeon diagnose")
+def diagnose(
+    model: str = typer.Argument(..., help="Model directory, adapter directory or hub id."),
+    base: str | None = typer.Option(None, "--base", help="The aligned base to compare with."),
+    out: Path | None = typer.Option(None, "--out", help="Report directory."),
+    harmful: Path | None = typer.Option(None, "--harmful", help="Harmful prompt file."),
+    harmless: Path | None = typer.Option(None, "--harmless", help="Harmless prompt file."),
+    over_refusal: Path | None = typer.Option(
+        None, "--over-refusal", help="Benign-but-scary prompt file."
+    ),
+    max_prompts: int | None = typer.Option(None, "--max-prompts", help="Prompts per set."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens"),
+    judge: str | None = typer.Option(None, "--judge", help="'keyword' or a judge model dir."),
+    fail_on: list[str] | None = typer.Option(
+        None,
+        "--fail-on",
+        help="Gate threshold NAME=VALUE: harmful_increase, over_refusal_increase, harmful_rate.",
+    ),
+    config: Path | None = CONFIG,
+    as_json: bool = JSON_OUT,
+    overwrite: bool = OVERWRITE,
+    dtype: str | None = DTYPE,
+    device: str | None = DEVICE,
+    device_map: str | None = DEVICE_MAP,
+    batch_size: int | None = BATCH,
+    seed: int | None = SEED,
+    trust_remote_code: bool | None = REMOTE,
+) -> None:
+    """Audit MODEL for lost alignment; exit 1 when the gate fails."""
+    from surgeon.progress import set_quiet
+    from surgeon.runs import DIAGNOSE_DEFAULTS, run_diagnose
+
+    set_quiet(as_json)
+    flags = dict(locals())
+    for key in ("model", "base", "out", "config", "as_json", "overwrite", "set_quiet"):
+        flags.pop(key, None)
+    flags = {k: v for k, v in flags.items() if k in DIAGNOSE_DEFAULTS}
+    flags["fail_on"] = fail_on or None
+    settings = _settings("diagnose", DIAGNOSE_DEFAULTS, config, flags)
+    result = run_diagnose(model, base, settings, out=out, overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps(result.report, indent=2))
+    else:
+        from surgeon.report import print_summary
+
+        print_summary(result.report)
+        typer.echo(f"report: {result.out_dir / 'report.html'}")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
