@@ -1,0 +1,22 @@
+"""Turn report dicts (conventions.md) into report.json, report.md, report.html, PNG plots
+and a terminal summary."""
+
+from __future__ import annotations
+
+from surgeon.report.html import render_html
+from surgeon.report.markdown import render_markdown
+from surgeon.report.plots import render_plots
+from surgeon.report.terminal import print_summary, render_summary
+from surgeon.report.write import load_report, report_json, to_jsonable, write_report_files
+
+__all__ = [
+    "load_report",
+    "print_summary",
+    "render_html",
+    "render_markdown",
+    "render_plots",
+    "render_summary",
+    "report_json",
+    "to_jsonable",
+    "write_report_files",
+]
