@@ -8,14 +8,13 @@ renamed into place when complete.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from surgeon.outdir import atomic_output_dir, check_output_target
-from surgeon.provenance import provenance, write_config_toml
+from surgeon.provenance import provenance, write_config_toml, write_provenance
 from surgeon.report import write_report_files
 from surgeon.settings import (
     COMMON_DEFAULTS,
@@ -67,7 +66,7 @@ def write_run_files(
     write_report_files(report, out_dir)
     write_config_toml({k: v for k, v in settings.items() if v is not None}, out_dir / "config.toml")
     record = provenance(inputs, seeds={"seed": settings.get("seed")})
-    (out_dir / "provenance.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_provenance(record, out_dir / "provenance.json")
 
 
 def run_diagnose(
