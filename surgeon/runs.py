@@ -77,7 +77,7 @@ def run_diagnose(
     overwrite: bool = False,
 ) -> RunOutput:
     """``surgeon diagnose``: audit ``model`` (against ``base``), write the report, gate."""
-    from surgeon.diagnose import DiagnoseConfig, diagnose
+    from surgeon.diagnosis import DiagnoseConfig, diagnose
 
     out_dir = out or default_out_dir("diagnose", model)
     protected = _local_inputs(model, base)

@@ -1,0 +1,406 @@
+"""``diagnose()``: behaviour, refusal directions and weight deltas of a fine-tune, and a verdict.
+
+Each model is loaded once (an adapter merged into its base) and freed before the next, so at
+most one model is in memory; the base's refusal directions are carried over as tensors. The
+result serialises to the report.json keys of conventions.md with
+:meth:`DiagnoseReport.to_json_dict`.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from probes.behaviour import BehaviourConfig, BehaviourResult, measure_behaviour
+from probes.directions import (
+    AblationEffect,
+    AdditionEffect,
+    ClassActivations,
+    DirectionsConfig,
+    DirectionsResult,
+    ablation_effects,
+    addition_effects,
+    build_result,
+    candidate_layers,
+    causal_subset,
+    class_activations,
+    format_texts,
+)
+from probes.weights import WeightsConfig, WeightsResult, compare_weights
+from surgeon.errors import InputError
+from surgeon.judges import Judge, KeywordJudge, ModelJudge
+from surgeon.loading import LoadedModel, LoadOptions, check_compatible, load_model, resolve_source
+from surgeon.prompts import Prompt, prompts_or_bundled
+from surgeon.verdict import Thresholds, decide
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """Everything ``surgeon diagnose`` can be told (every field is also a TOML key)."""
+
+    harmful: Path | None = None
+    """Harmful prompt file; None uses the bundled ``harmful`` set."""
+    harmless: Path | None = None
+    """Harmless prompt file (directions); None uses the bundled ``harmless`` set."""
+    over_refusal: Path | None = None
+    """Benign-but-scary prompt file (over-refusal); None uses the bundled ``over_refusal`` set."""
+    n_max: int = 128
+    """At most this many prompts per set (a seeded sample keeping file order)."""
+    batch_size: int = 16
+    """Prompts per forward pass or generation batch."""
+    max_new_tokens: int = 32
+    """Tokens generated per response."""
+    seed: int = 0
+    """Seed for prompt sampling and generation."""
+    positions: int = 1
+    """Last prompt positions averaged for the directions."""
+    n_causal: int = 32
+    """Prompts per class for the causal layer selection (0 skips it)."""
+    kl_bound: float = 0.1
+    """KL bound for a candidate direction's ablation on harmless prompts."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """When the verdict fails."""
+    load: LoadOptions = field(default_factory=LoadOptions)
+    """Device, dtype, device map, remote code."""
+    judge: str = "keyword"
+    """``keyword`` or the path of a local judge model (classifier or Llama Guard style chat)."""
+    compare_weights: bool = True
+    """Compare weights with the base when both are local."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_max", "batch_size", "max_new_tokens", "positions"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_causal < 0:
+            raise InputError(f"n_causal must be >= 0, got {self.n_causal}")
+        if self.kl_bound <= 0:
+            raise InputError(f"kl_bound must be > 0, got {self.kl_bound}")
+        if self.judge != "keyword" and not Path(self.judge).is_dir():
+            raise InputError(f"{self.judge}: judge must be 'keyword' or a local model directory")
+
+    def directions_config(self) -> DirectionsConfig:
+        """The directions probe's share of this config."""
+        return DirectionsConfig(
+            positions=self.positions,
+            batch_size=self.batch_size,
+            n_causal=self.n_causal,
+            kl_bound=self.kl_bound,
+        )
+
+    def behaviour_config(self) -> BehaviourConfig:
+        """The behaviour probe's share of this config."""
+        return BehaviourConfig(
+            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed
+        )
+
+    def make_judge(self) -> Judge:
+        """The judge this config names."""
+        if self.judge == "keyword":
+            return KeywordJudge()
+        return ModelJudge(self.judge, device=self.load.resolved_device())
+
+
+@dataclass(frozen=True)
+class DiagnoseReport:
+    """Everything ``diagnose`` measured."""
+
+    model: str
+    """The model reference as given."""
+    base: str | None
+    """The base reference (an adapter's recorded base when none was given), or None."""
+    behaviour: BehaviourResult
+    """The fine-tune's behaviour, responses included."""
+    behaviour_base: BehaviourResult | None
+    """The base's behaviour on the same prompts."""
+    directions: DirectionsResult
+    """Refusal directions per layer and the causally selected layer."""
+    weights: WeightsResult | None
+    """Weight deltas against the base (None without a local base)."""
+    focal: dict[str, Any]
+    """Focal heads and layers (not measured yet by diagnose: empty, ``measured`` false)."""
+    cras: dict[str, Any] | None
+    """Role-adherence scores (not measured by diagnose yet: None)."""
+    verdict: str
+    """``pass`` or ``fail``."""
+    reasons: tuple[str, ...]
+    """Why, one sentence per check."""
+    timings: dict[str, float]
+    """Seconds spent per stage."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The report.json object (conventions.md keys, ``schema_version`` first)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "base": self.base,
+            "behaviour": _behaviour_json(self.behaviour, self.behaviour_base),
+            "directions": _directions_json(self.directions),
+            "weights": _weights_json(self.weights) if self.weights is not None else None,
+            "focal": dict(self.focal),
+            "cras": self.cras,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def _behaviour_json(b: BehaviourResult, base: BehaviourResult | None) -> dict[str, Any]:
+    cats = {
+        cat: {
+            "model": r.rate,
+            "base": base.by_category[cat].rate if base and cat in base.by_category else None,
+            "n": r.n,
+            "ci": list(r.ci),
+        }
+        for cat, r in b.by_category.items()
+    }
+    return {
+        "harmful_rate": b.harmful.rate,
+        "harmful_rate_ci": list(b.harmful.ci),
+        "harmful_rate_base": base.harmful.rate if base else None,
+        "over_refusal_rate": b.over_refusal.rate,
+        "over_refusal_rate_base": base.over_refusal.rate if base else None,
+        "n_harmful": b.harmful.n,
+        "n_harmless": b.over_refusal.n,
+        "by_category": cats,
+    }
+
+
+def _causal_json(d: DirectionsResult) -> dict[str, Any] | None:
+    if d.causal is None:
+        return None
+    ab, ad = d.causal.ablation, d.causal.addition
+    return {
+        "layer": d.causal.layer,
+        "ablation_in": "base" if d.refusal_base is not None else "model",
+        "ablation_refusal_rate_before": ab.rate_before,
+        "ablation_refusal_rate_after": ab.rate_after,
+        "ablation_logodds_before": ab.logodds_before,
+        "ablation_logodds_after": ab.logodds_after,
+        "ablation_kl": ab.kl,
+        "kl_bound": d.kl_bound,
+        "kl_ok": d.causal.kl_ok,
+        "valid": d.causal.valid,
+        "addition_in": "model",
+        "addition_refusal_rate_before": ad.rate_before,
+        "addition_refusal_rate_after": ad.rate_after,
+        "addition_logodds_before": ad.logodds_before,
+        "addition_logodds_after": ad.logodds_after,
+        "score": d.causal.score,
+    }
+
+
+def _directions_json(d: DirectionsResult) -> dict[str, Any]:
+    return {
+        "layers": [
+            {
+                "layer": s.layer,
+                "refusal_norm": s.refusal_norm,
+                "refusal_norm_base": s.refusal_norm_base,
+                "cos_to_base": s.cos_to_base,
+                "separation": s.separation,
+                "separation_base": s.separation_base,
+            }
+            for s in d.layers
+        ],
+        "selected_layer": d.selected_layer,
+        "most_drifted_layer": d.most_drifted_layer,
+        "causal": _causal_json(d),
+    }
+
+
+def _weights_json(w: WeightsResult) -> dict[str, Any]:
+    return {
+        "modules": [
+            {
+                "name": m.name,
+                "layer": m.layer,
+                "rel_delta": m.rel_delta,
+                "module_type": m.module_type,
+                "changed_share": m.changed_fraction,
+                "topk_energy": m.top_k_energy,
+            }
+            for m in w.modules
+        ],
+        "changed_fraction": w.changed_fraction,
+        "most_changed_layers": list(w.most_changed_layers),
+    }
+
+
+def sample_prompts(prompts: Sequence[Prompt], n: int, seed: int) -> list[Prompt]:
+    """At most ``n`` prompts, a seeded sample in the file's order."""
+    if len(prompts) <= n:
+        return list(prompts)
+    keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
+    return [prompts[i] for i in keep]
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    harmful: list[Prompt]
+    harmless: list[Prompt]
+    over_refusal: list[Prompt]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one loaded model contributed."""
+
+    acts: ClassActivations
+    behaviour: BehaviourResult
+    ablations: list[AblationEffect]
+    additions: list[AdditionEffect]
+
+
+def _free(loaded: LoadedModel) -> None:
+    """Drop the model's weights now rather than at the next collection."""
+    del loaded.model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _run_model(
+    loaded: LoadedModel,
+    prompts: _Prompts,
+    config: DiagnoseConfig,
+    judge: Judge,
+    timings: dict[str, float],
+    stage: str,
+    *,
+    directions: Tensor | None,
+    ablate: bool,
+    add: bool,
+) -> _Run:
+    """Probe one loaded model. ``directions`` None: use this model's own refusal directions."""
+    model, tok = loaded.model, loaded.tokenizer
+    dcfg = config.directions_config()
+    t0 = time.perf_counter()
+    acts = class_activations(model, tok, prompts.harmful, prompts.harmless, dcfg)
+    timings[f"{stage}_activations_s"] = time.perf_counter() - t0
+    dirs = directions if directions is not None else acts.refusal
+    cands = candidate_layers(acts.harmful.shape[0], dcfg.exclude_last)
+    h_texts = format_texts(tok, causal_subset(prompts.harmful, dcfg.n_causal))
+    l_texts = format_texts(tok, causal_subset(prompts.harmless, dcfg.n_causal))
+    t0 = time.perf_counter()
+    ablations, additions = [], []
+    if dcfg.n_causal > 0 and ablate:
+        ablations = ablation_effects(model, tok, dirs, cands, h_texts, l_texts, dcfg.batch_size)
+    if dcfg.n_causal > 0 and add:
+        additions = addition_effects(model, tok, dirs, cands, l_texts, dcfg.batch_size)
+    timings[f"{stage}_causal_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    behaviour = measure_behaviour(
+        model, tok, prompts.harmful, prompts.over_refusal, judge, config.behaviour_config()
+    )
+    timings[f"{stage}_behaviour_s"] = time.perf_counter() - t0
+    return _Run(acts, behaviour, ablations, additions)
+
+
+def _load(
+    ref: str, base: str | None, config: DiagnoseConfig, timings: dict[str, float], stage: str
+) -> LoadedModel:
+    t0 = time.perf_counter()
+    loaded = load_model(ref, base, config.load)
+    timings[f"{stage}_load_s"] = time.perf_counter() - t0
+    return loaded
+
+
+def diagnose(
+    model: str | Path,
+    base: str | Path | None = None,
+    config: DiagnoseConfig | None = None,
+) -> DiagnoseReport:
+    """Diagnose ``model`` against ``base`` (or alone): behaviour, directions, weights, verdict.
+
+    An adapter given without a base is compared with the base its config records.
+    Raises :class:`InputError` on bad paths, prompt files or mismatched checkpoints.
+    """
+    config = config or DiagnoseConfig()
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    model_ref = str(model)
+    source = resolve_source(model_ref, base)
+    if base is None and source.kind == "adapter" and source.base is not None:
+        base = source.base.ref
+    base_ref = str(base) if base is not None else None
+    base_source = resolve_source(base_ref) if base_ref is not None else None
+    if base_source is not None:
+        check_compatible(source, base_source)
+    prompts = _Prompts(
+        *(
+            sample_prompts(prompts_or_bundled(path, name), config.n_max, config.seed)
+            for path, name in (
+                (config.harmful, "harmful"),
+                (config.harmless, "harmless"),
+                (config.over_refusal, "over_refusal"),
+            )
+        )
+    )
+    judge = config.make_judge()
+
+    base_run: _Run | None = None
+    if base_ref is not None:
+        loaded = _load(base_ref, None, config, timings, "base")
+        base_run = _run_model(
+            loaded, prompts, config, judge, timings, "base", directions=None, ablate=True, add=False
+        )
+        _free(loaded)
+    loaded = _load(model_ref, base_ref, config, timings, "model")
+    run = _run_model(
+        loaded,
+        prompts,
+        config,
+        judge,
+        timings,
+        "model",
+        directions=base_run.acts.refusal if base_run else None,
+        ablate=base_run is None,
+        add=True,
+    )
+    _free(loaded)
+
+    ablations = base_run.ablations if base_run else run.ablations
+    directions = build_result(
+        run.acts,
+        base_run.acts if base_run else None,
+        ablations,
+        run.additions,
+        config.directions_config(),
+    )
+    weights = None
+    if (
+        base_source is not None
+        and config.compare_weights
+        and source.weights_dir is not None
+        and base_source.weights_dir is not None
+    ):
+        t0 = time.perf_counter()
+        weights = compare_weights(model_ref, base_ref, WeightsConfig())  # type: ignore[arg-type]
+        timings["weights_s"] = time.perf_counter() - t0
+    behaviour_base = base_run.behaviour if base_run else None
+    verdict = decide(run.behaviour, behaviour_base, config.thresholds)
+    timings["total_s"] = time.perf_counter() - t_start
+    return DiagnoseReport(
+        model=model_ref,
+        base=base_ref,
+        behaviour=run.behaviour,
+        behaviour_base=behaviour_base,
+        directions=directions,
+        weights=weights,
+        focal={"heads": [], "layers": [], "measured": False},
+        cras=None,
+        verdict=verdict.verdict,
+        reasons=tuple(verdict.reasons),
+        timings=timings,
+    )
