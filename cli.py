@@ -158,11 +158,58 @@ def diagnose(
     raise typer.Exit(result.exit_code)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command()
 @handled
-def repair() -> None:
-    """Repair a fine-tuned model (not implemented yet)."""
-    _not_implemented("surgeon repair")
+def repair(
+    model: str = typer.Argument(..., help="Fine-tuned model directory or PEFT adapter directory."),
+    method: str | None = typer.Option(None, "--method", help="rollback | sail."),
+    base: str | None = typer.Option(None, "--base", help="The aligned base model."),
+    out: Path = typer.Option(..., "--out", help="Output directory (the repaired model)."),
+    harmful: Path | None = typer.Option(None, "--harmful", help="Harmful recovery prompts."),
+    harmful_heldout: Path | None = typer.Option(
+        None, "--harmful-heldout", help="Held-out harmful prompts for the final check."
+    ),
+    task: Path | None = typer.Option(None, "--task", help="Task .jsonl (prompt, reference)."),
+    task_heldout: Path | None = typer.Option(None, "--task-heldout"),
+    task_metric: str | None = typer.Option(None, "--task-metric", help="auto|exact|contains."),
+    selection: str | None = typer.Option(None, "--selection", help="task-aware | paper."),
+    layer: int | None = typer.Option(None, "--layer", help="Layer L (default 2/3 depth)."),
+    recovery_rate: float | None = typer.Option(None, "--recovery-rate", help="Share per step."),
+    steps: int | None = typer.Option(None, "--steps", help="Maximum restoration steps."),
+    target_margin: float | None = typer.Option(None, "--target-margin"),
+    apply_mask: Path | None = typer.Option(
+        None, "--apply-mask", help="Re-apply a saved rollback_mask.safetensors instead."
+    ),
+    config: Path | None = CONFIG,
+    as_json: bool = JSON_OUT,
+    overwrite: bool = OVERWRITE,
+    dtype: str | None = DTYPE,
+    device: str | None = DEVICE,
+    device_map: str | None = DEVICE_MAP,
+    batch_size: int | None = BATCH,
+    seed: int | None = SEED,
+    trust_remote_code: bool | None = REMOTE,
+) -> None:
+    """Repair MODEL: restore a minimal weight subset from BASE (rollback)."""
+    from surgeon.progress import set_quiet
+    from surgeon.runs import REPAIR_DEFAULTS, run_apply_mask, run_repair
+
+    set_quiet(as_json)
+    flags = {k: v for k, v in dict(locals()).items() if k in REPAIR_DEFAULTS}
+    settings = _settings("repair", REPAIR_DEFAULTS, config, flags)
+    if apply_mask is not None:
+        path = run_apply_mask(model, base, apply_mask, settings, out, overwrite=overwrite)
+        typer.echo(f"repaired model: {path}")
+        return
+    result = run_repair(model, base, settings, out, overwrite=overwrite)
+    if as_json:
+        typer.echo(json.dumps(result.report, indent=2))
+    else:
+        from surgeon.report import print_summary
+
+        print_summary(result.report)
+        typer.echo(f"repaired model: {result.out_dir}")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -108,3 +108,129 @@ def run_diagnose(
         write_run_files(tmp, report, settings, inputs)
     code = EXIT_FAIL if report["verdict"] == "fail" else EXIT_PASS
     return RunOutput(report, out_dir, code)
+
+
+REPAIR_DEFAULTS: dict[str, Any] = {
+    **COMMON_DEFAULTS,
+    "method": "rollback",
+    "harmful": None,
+    "harmful_heldout": None,
+    "task": None,
+    "task_heldout": None,
+    "selection": "task-aware",
+    "layer": None,
+    "recovery_rate": 0.002,
+    "steps": 20,
+    "target_margin": 0.02,
+    "task_tolerance": 0.05,
+    "task_metric": "auto",
+    "n_recovery": 64,
+    "n_task": 64,
+    "max_new_tokens": 48,
+}
+"""Settings of ``surgeon repair`` (flags and config-file keys) and their defaults."""
+
+METHODS = ("rollback", "sail")
+
+
+def _prompts(value: Any) -> list[Any] | None:
+    from surgeon.prompts import load_prompts
+
+    path = optional_path(value)
+    return load_prompts(path) if path is not None else None
+
+
+def rollback_config(settings: Mapping[str, Any]) -> Any:
+    """The :class:`RollbackConfig` the settings describe (bad values: InputError)."""
+    from surgeon.errors import InputError
+    from surgeon.repair import RollbackConfig
+
+    try:
+        return RollbackConfig(
+            layer=settings["layer"],
+            selection=settings["selection"],
+            recovery_rate=float(settings["recovery_rate"]),
+            steps=int(settings["steps"]),
+            target_margin=float(settings["target_margin"]),
+            task_tolerance=float(settings["task_tolerance"]),
+            task_metric=settings["task_metric"],
+            n_recovery=settings["n_recovery"],
+            n_task=settings["n_task"],
+            batch_size=int(settings["batch_size"]),
+            max_new_tokens=int(settings["max_new_tokens"]),
+            seed=int(settings["seed"]),
+        )
+    except ValueError as exc:
+        raise InputError(f"repair settings: {exc}") from None
+
+
+def run_repair(
+    model: str,
+    base: str | None,
+    settings: Mapping[str, Any],
+    out: Path,
+    overwrite: bool = False,
+) -> RunOutput:
+    """``surgeon repair --method rollback``: write the repaired model directory and its report."""
+    from surgeon.errors import InputError
+    from surgeon.repair import rollback_repair
+
+    method = settings["method"]
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "sail":
+        raise InputError("--method sail is not implemented yet (see the roadmap)")
+    if base is None:
+        raise InputError("--method rollback needs --base BASE (the aligned model to restore from)")
+    protected = _local_inputs(model, base)
+    check_output_target(out, overwrite=overwrite, inputs=protected)
+    config = rollback_config(settings)
+    harmful = _prompts(settings["harmful"])
+    held_out = _prompts(settings["harmful_heldout"])
+    task = _prompts(settings["task"])
+    task_heldout = _prompts(settings["task_heldout"])
+    with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
+        result = rollback_repair(
+            model,
+            base,
+            tmp,
+            config,
+            harmful=harmful,
+            task=task,
+            held_out_harmful=held_out,
+            task_heldout=task_heldout,
+            options=load_options(settings),
+        )
+        report = result.to_json_dict()
+        report["out_dir"] = str(out)
+        inputs = {
+            "model": model,
+            "base": base,
+            "harmful": settings["harmful"],
+            "task": settings["task"],
+        }
+        write_run_files(tmp, report, settings, inputs)
+    return RunOutput(report, out, EXIT_PASS)
+
+
+def run_apply_mask(
+    model: str,
+    base: str | None,
+    mask: Path,
+    settings: Mapping[str, Any],
+    out: Path,
+    overwrite: bool = False,
+) -> Path:
+    """``surgeon repair --apply-mask``: re-apply a saved rollback mask to ``model``."""
+    from surgeon.errors import InputError
+    from surgeon.repair import apply_mask
+
+    if base is None:
+        raise InputError("--apply-mask needs --base BASE (the values the mask restores)")
+    if not mask.is_file():
+        raise InputError(f"{mask}: no such rollback mask file")
+    protected = _local_inputs(model, base, str(mask.parent))
+    check_output_target(out, overwrite=overwrite, inputs=protected)
+    with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
+        apply_mask(model, base, mask, tmp, options=load_options(settings))
+    return out
