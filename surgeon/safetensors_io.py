@@ -10,6 +10,8 @@ from pathlib import Path
 from surgeon.errors import InputError
 
 INDEX_NAME = "model.safetensors.index.json"
+MAX_HEADER = 100_000_000
+"""The largest header the safetensors format allows."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,13 @@ def read_header(path: Path) -> dict[str, dict]:
             if len(raw) < 8:
                 raise InputError(f"{path}: truncated safetensors file ({size} bytes)")
             (n,) = struct.unpack("<Q", raw)
-            if n > size - 8 or n > 100_000_000:
+            if n > MAX_HEADER:
                 raise InputError(f"{path}: not a valid safetensors file (bad header length)")
+            if n > size - 8:
+                raise InputError(
+                    f"{path}: truncated safetensors file (has {size} bytes, its header "
+                    f"alone needs {8 + n})"
+                )
             header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a valid safetensors file ({exc})") from None
