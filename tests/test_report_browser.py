@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from test_report import full_report, no_base_report, repair_report
 
 from surgeon.report import write_report_files
+from tests.test_report import full_report, no_base_report, repair_report
 
 CHROMIUM = Path(os.environ.get("SURGEON_CHROMIUM", "/usr/bin/chromium"))
 FLAGS = (
