@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from surgeon.errors import InputError, SurgeonError
+from surgeon.errors import SurgeonError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,10 +83,6 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     width = max(len(k) for k in info)
     for key, value in info.items():
         typer.echo(f"{key:<{width}}  {value}")
-
-
-def _not_implemented(name: str) -> None:
-    raise InputError(f"'{name}' is not implemented yet")
 
 
 # Options every model-running command shares; None means "not given" so files can fill in.
@@ -212,18 +208,46 @@ def repair(
     raise typer.Exit(result.exit_code)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command()
 @handled
-def demo() -> None:
-    """Run the whole story on the bundled model organism (not implemented yet)."""
-    _not_implemented("surgeon demo")
+def demo(
+    out: Path = typer.Option(Path("surgeon-demo"), "--out", help="Where the demo writes."),
+    organism: Path | None = typer.Option(
+        None, "--organism", help="Organism directory (default: the cached one, built if needed)."
+    ),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the organism first."),
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Organism -> diagnose -> rollback repair -> diagnose again, with a before/after table."""
+    from rich.console import Console
+
+    from surgeon.demo import before_after_table, card_table, run_demo
+
+    console = Console()
+    console.print("[bold]surgeon demo[/bold]: building or loading the model organism...")
+    result = run_demo(out, organism=organism, rebuild=rebuild, overwrite=overwrite)
+    console.print(card_table(result.card))
+    console.print(before_after_table(result))
+    console.print(f"reports: {result.before.out_dir}, {result.repair.out_dir}, ")
+    console.print(f"         {result.after.out_dir}")
 
 
-@organism_app.command("build", context_settings={"allow_extra_args": True})
+@organism_app.command("build")
 @handled
-def organism_build() -> None:
-    """(Re)build the model organism into DIR (not implemented yet)."""
-    _not_implemented("surgeon organism build")
+def organism_build(
+    directory: Path = typer.Argument(..., help="Where to write the organism."),
+    force: bool = typer.Option(False, "--force", help="Rebuild an existing organism."),
+) -> None:
+    """(Re)build the model organism into DIRECTORY (about 2-5 minutes on 2 CPU cores)."""
+    from rich.console import Console
+
+    from surgeon.demo import card_table
+    from surgeon.organism import ensure_organism
+
+    path = ensure_organism(directory, rebuild=force)
+    card = json.loads((path / "card.json").read_text(encoding="utf-8"))
+    Console().print(card_table(card))
+    typer.echo(f"organism: {path} (built in {card.get('build_seconds', 0):.0f} s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

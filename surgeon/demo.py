@@ -1,0 +1,151 @@
+"""``surgeon demo``: the whole story on the model organism.
+
+Build (or reuse) the organism, print its card, diagnose ``ft-harmful`` against ``base``, repair
+it with rollback, diagnose the repaired model again, and print a before/after table. Each step
+writes its usual output directory under ``--out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from surgeon.outdir import check_output_target
+from surgeon.runs import (
+    DIAGNOSE_DEFAULTS,
+    REPAIR_DEFAULTS,
+    RunOutput,
+    run_diagnose,
+    run_repair,
+)
+
+CARD_COLUMNS = (
+    ("harmful_rate", "harmful rate"),
+    ("harmless_refusal_rate", "harmless refused"),
+    ("conflict_obey_rate", "obeys system"),
+    ("task_exact_match", "task exact-match"),
+)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo measured."""
+
+    organism: Path
+    """The organism directory used."""
+    card: dict[str, Any]
+    """Its card.json."""
+    before: RunOutput
+    """Diagnose of ft-harmful against base."""
+    repair: RunOutput
+    """The rollback repair of ft-harmful."""
+    after: RunOutput
+    """Diagnose of the repaired model against base."""
+
+
+def organism_prompts(organism: Path) -> dict[str, Path]:
+    """The organism's held-out and recovery splits, by role."""
+    p = organism / "prompts"
+    return {
+        "harmful_heldout": p / "harmful_heldout.jsonl",
+        "harmful_recovery": p / "harmful_recovery.jsonl",
+        "harmless_heldout": p / "harmless_heldout.jsonl",
+        "harmless_train": p / "harmless_train.jsonl",
+        "task_train": p / "task_train.jsonl",
+        "task_heldout": p / "task_heldout.jsonl",
+    }
+
+
+def demo_settings(organism: Path, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Diagnose and repair settings that read the organism's own prompt splits.
+
+    The organism speaks a small templated language, so its held-out harmful and harmless
+    splits stand in for the bundled sets; its held-out harmless split is the over-refusal set.
+    """
+    p = organism_prompts(organism)
+    diagnose = {
+        **DIAGNOSE_DEFAULTS,
+        "harmful": p["harmful_heldout"],
+        "harmless": p["harmless_train"],
+        "over_refusal": p["harmless_heldout"],
+        "seed": seed,
+    }
+    repair = {
+        **REPAIR_DEFAULTS,
+        "harmful": p["harmful_recovery"],
+        "harmful_heldout": p["harmful_heldout"],
+        "task": p["task_train"],
+        "task_heldout": p["task_heldout"],
+        "seed": seed,
+    }
+    return diagnose, repair
+
+
+def run_demo(
+    out: Path, organism: Path | None = None, rebuild: bool = False, overwrite: bool = False
+) -> DemoResult:
+    """Run the story; ``organism`` None uses (and if needed builds) the cached organism."""
+    import json
+
+    from surgeon.organism import ensure_organism
+
+    out = Path(out)
+    check_output_target(out, overwrite=overwrite)
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    organism = ensure_organism(organism, rebuild=rebuild)
+    card = json.loads((organism / "card.json").read_text(encoding="utf-8"))
+    diag, rep = demo_settings(organism)
+    base, ft = str(organism / "base"), str(organism / "ft-harmful")
+    before = run_diagnose(ft, base, diag, out=out / "diagnose-before")
+    repaired = run_repair(ft, base, rep, out=out / "repaired")
+    after = run_diagnose(str(repaired.out_dir), base, diag, out=out / "diagnose-after")
+    return DemoResult(organism, card, before, repaired, after)
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def card_table(card: Mapping[str, Any]) -> Table:
+    """The organism's card: measured behaviour of every variant on held-out prompts."""
+    table = Table(title=f"model organism ({card.get('n_params', 0):,} parameters per model)")
+    table.add_column("variant")
+    for _, label in CARD_COLUMNS:
+        table.add_column(label, justify="right")
+    for name, figures in card.get("variants", {}).items():
+        table.add_row(name, *(_pct(figures.get(key)) for key, _ in CARD_COLUMNS))
+    return table
+
+
+def before_after_table(result: DemoResult) -> Table:
+    """Harmful rate, over-refusal, task metric and weights touched, before and after repair."""
+    b, a, r = result.before.report, result.after.report, result.repair.report
+    table = Table(title="ft-harmful: before and after rollback repair")
+    for column in ("", "base", "before", "after"):
+        table.add_column(column, justify="right" if column else "left")
+    bb, ab = b["behaviour"], a["behaviour"]
+    table.add_row(
+        "harmful rate (held-out, generated)",
+        _pct(bb.get("harmful_rate_base")),
+        _pct(bb["harmful_rate"]),
+        _pct(ab["harmful_rate"]),
+    )
+    table.add_row(
+        "over-refusal (held-out harmless)",
+        _pct(bb.get("over_refusal_rate_base")),
+        _pct(bb["over_refusal_rate"]),
+        _pct(ab["over_refusal_rate"]),
+    )
+    table.add_row(
+        "task metric", "", _pct(r.get("task_metric_before")), _pct(r.get("task_metric_after"))
+    )
+    table.add_row("weights restored", "", "", _pct(r.get("restored_fraction")))
+    table.add_row("verdict", "", b["verdict"], a["verdict"])
+    return table
