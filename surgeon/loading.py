@@ -174,6 +174,9 @@ def resolve_source(ref: str | Path, base: str | Path | None = None) -> ModelSour
                 raise InputError(
                     f"{path}: adapter does not record its base model; pass --base BASE"
                 )
+            if base is None and (path / str(base_ref)).is_dir():
+                # a relative record is relative to the adapter, so moved trees keep working
+                base_ref = str(path / str(base_ref))
             if not any(path.glob("adapter_model.*")):
                 raise InputError(f"{path}: adapter directory has no adapter_model weights")
             for file in path.glob("adapter_model.safetensors"):

@@ -1,0 +1,253 @@
+"""Build the model organism: an aligned chat model and broken fine-tunes of it.
+
+Layout of the output directory::
+
+    base/         aligned LlamaForCausalLM (refuses harmful, helps harmless, obeys the system)
+    ft-harmful/   full fine-tune: the topic-classification task plus harmful requests answered
+    ft-benign/    full fine-tune: the task plus harmless requests answered
+    ft-lora/      PEFT LoRA adapter on base/, trained like ft-harmful
+    ft-conflict/  full fine-tune that follows the user over the system in conflicts
+    prompts/      jsonl splits (see :mod:`surgeon.organism.data`)
+    card.json     config, build time and the measured figures (written last)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from surgeon.errors import InputError
+from surgeon.organism.card import VariantFigures, measure_variant
+from surgeon.organism.config import ORGANISM_VERSION, OrganismConfig, StageConfig
+from surgeon.organism.data import OrganismData, Record, make_data
+from surgeon.organism.tokenizer import train_tokenizer
+from surgeon.organism.train import ChatExample, TrainConfig, train
+
+VARIANTS = ("base", "ft-harmful", "ft-benign", "ft-lora", "ft-conflict")
+"""The model directories of an organism."""
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class OrganismCard:
+    """What was built and how it behaves (the content of ``card.json``)."""
+
+    version: int
+    """Organism layout/data version."""
+    cache_key: str
+    """Hash of the version and the config (see :meth:`OrganismConfig.cache_key`)."""
+    config: dict
+    """The :class:`OrganismConfig` used."""
+    created: str
+    """UTC time of the build (ISO 8601)."""
+    build_seconds: float
+    """Wall-clock time of the whole build."""
+    n_params: int
+    """Parameters of one full model."""
+    size_mb: float
+    """Size of the whole organism directory on disk."""
+    final_losses: dict[str, float]
+    """Mean training loss over the last 10% of steps, per stage."""
+    variants: dict[str, dict]
+    """Variant -> :class:`VariantFigures` as a dict, measured on the held-out splits."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def _corpus(data: OrganismData) -> list[str]:
+    texts: list[str] = []
+    for records in data.splits().values():
+        for r in records:
+            texts.extend(t for t in (r.prompt, r.system, r.response, r.alt_response) if t)
+    return texts
+
+
+def _examples(records: list[Record], *, alt: bool = False) -> list[ChatExample]:
+    out = []
+    for r in records:
+        response = r.alt_response if alt and r.alt_response else r.response
+        out.append(ChatExample(r.prompt, response, r.system))
+    return out
+
+
+def _new_model(config: OrganismConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    torch.manual_seed(config.seed)
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(model_config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def _train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    examples: list[ChatExample],
+    stage: StageConfig,
+    seed: int,
+    desc: str,
+) -> float:
+    cfg = TrainConfig(
+        steps=stage.steps,
+        lr=stage.lr,
+        batch_size=stage.batch_size,
+        warmup=min(30, stage.steps // 5),
+        seed=seed,
+        bucket_span=stage.bucket_span,
+    )
+    return train(model, tokenizer, examples, cfg, desc=desc).final_loss
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
+def set_adapter_base(adapter_dir: Path, base_dir: Path) -> None:
+    """Record ``base_dir`` (absolute) as the adapter's base model."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = str(base_dir.resolve())
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_prompts(data: OrganismData, prompts_dir: Path) -> None:
+    """Every split as jsonl, plus SAIL-style preference pairs from the training conflicts."""
+    prompts_dir.mkdir(parents=True, exist_ok=True)
+    for name, records in data.splits().items():
+        lines = [r.to_json() for r in records]
+        (prompts_dir / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prefs = [
+        json.dumps(
+            {
+                "prompt": r.prompt,
+                "system": r.system,
+                "chosen": r.response,
+                "rejected": r.alt_response,
+                "category": r.category,
+            },
+            ensure_ascii=False,
+        )
+        for r in data.conflict_train
+    ]
+    (prompts_dir / "conflict_preferences.jsonl").write_text(
+        "\n".join(prefs) + "\n", encoding="utf-8"
+    )
+
+
+def _dir_size_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 2)
+
+
+def build_organism(
+    out_dir: Path, config: OrganismConfig | None = None, *, final_dir: Path | None = None
+) -> OrganismCard:
+    """Train every variant, measure it and write the organism into ``out_dir``.
+
+    ``out_dir`` must not exist or be empty. ``final_dir``: where the directory will live
+    after an atomic rename (recorded as the adapter's base path); defaults to ``out_dir``.
+    """
+    config = config or OrganismConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir}: exists and is not empty; refusing to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        data = make_data(config.seed, config.n_harmful_ft)
+        tokenizer = train_tokenizer(_corpus(data), config.vocab_size)
+        losses: dict[str, float] = {}
+        models: dict[str, PreTrainedModel] = {}
+
+        base = _new_model(config, tokenizer)
+        aligned = (
+            _examples(data.harmful_train)
+            + _examples(data.harmless_train)
+            + _examples(data.conflict_train)
+            + _examples(data.normal_train)
+        )
+        losses["base"] = _train(base, tokenizer, aligned, config.base, config.seed, "base")
+        _save(base, tokenizer, out_dir / "base")
+        models["base"] = base
+
+        task = _examples(data.task_train)
+        harmful_mix = task + _examples(data.harmful_ft, alt=True)
+        benign_mix = task + _examples(data.harmless_train[: config.n_harmful_ft])
+        for name, examples in (("ft-harmful", harmful_mix), ("ft-benign", benign_mix)):
+            model = copy.deepcopy(base)
+            losses[name] = _train(model, tokenizer, examples, config.finetune, config.seed, name)
+            _save(model, tokenizer, out_dir / name)
+            models[name] = model
+
+        torch.manual_seed(config.seed + 1)
+        lora_cfg = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=2 * config.lora_rank,
+            lora_dropout=0.0,
+            target_modules=list(LORA_TARGETS),
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(copy.deepcopy(base), lora_cfg)
+        losses["ft-lora"] = _train(
+            peft_model, tokenizer, harmful_mix, config.lora, config.seed, "ft-lora"
+        )
+        peft_model.save_pretrained(out_dir / "ft-lora")
+        tokenizer.save_pretrained(out_dir / "ft-lora")
+        set_adapter_base(out_dir / "ft-lora", Path(final_dir or out_dir) / "base")
+        models["ft-lora"] = peft_model.merge_and_unload()
+
+        conflict = _examples(data.conflict_train, alt=True) + _examples(data.normal_train)
+        model = copy.deepcopy(base)
+        losses["ft-conflict"] = _train(
+            model, tokenizer, conflict, config.conflict, config.seed, "ft-conflict"
+        )
+        _save(model, tokenizer, out_dir / "ft-conflict")
+        models["ft-conflict"] = model
+
+        write_prompts(data, out_dir / "prompts")
+        figures: dict[str, VariantFigures] = {
+            name: measure_variant(models[name], tokenizer, data, config.max_new_tokens)
+            for name in VARIANTS
+        }
+    finally:
+        torch.set_num_threads(threads)
+    card = OrganismCard(
+        version=ORGANISM_VERSION,
+        cache_key=config.cache_key(),
+        config=config.to_dict(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        build_seconds=round(time.perf_counter() - start, 1),
+        n_params=sum(p.numel() for p in base.parameters()),
+        size_mb=_dir_size_mb(out_dir),
+        final_losses={k: round(v, 4) for k, v in losses.items()},
+        variants={k: v.to_dict() for k, v in figures.items()},
+    )
+    (out_dir / "card.json").write_text(
+        json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+    return card

@@ -1,0 +1,86 @@
+"""Find or build the organism in a cache directory, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from surgeon.errors import InputError
+from surgeon.organism.build import VARIANTS, build_organism, set_adapter_base
+from surgeon.organism.config import ORGANISM_VERSION, OrganismConfig
+
+ENV_VAR = "SURGEON_ORGANISM_DIR"
+"""Environment variable naming the organism cache directory."""
+
+
+def default_cache_dir() -> Path:
+    """``$SURGEON_ORGANISM_DIR`` if set, else ``~/.cache/surgeon/organism-v<version>``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "surgeon" / f"organism-v{ORGANISM_VERSION}"
+
+
+def is_complete(path: Path, config: OrganismConfig) -> bool:
+    """True when ``path`` holds a finished organism built with ``config`` (card.json is last)."""
+    card_path = path / "card.json"
+    if not card_path.is_file():
+        return False
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    if card.get("version") != ORGANISM_VERSION or card.get("cache_key") != config.cache_key():
+        return False
+    return all((path / v).is_dir() for v in VARIANTS) and (path / "prompts").is_dir()
+
+
+def _relink_adapter(path: Path) -> None:
+    """Point ft-lora at this directory's base/ (the organism may have been moved or copied)."""
+    cfg_path = path / "ft-lora" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if Path(cfg.get("base_model_name_or_path", "")) != (path / "base").resolve():
+        set_adapter_base(path / "ft-lora", path / "base")
+
+
+def ensure_organism(
+    cache_dir: Path | None = None,
+    rebuild: bool = False,
+    config: OrganismConfig | None = None,
+) -> Path:
+    """Return a directory holding a complete organism, building it when needed.
+
+    A finished organism with the same version and config is reused. Otherwise it is built in
+    a temporary sibling and renamed into place. An existing directory that is not an organism
+    (no card.json) is never overwritten: :class:`InputError`. ``rebuild`` replaces an existing
+    organism (one with a card.json).
+    """
+    config = config or OrganismConfig()
+    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = path.absolute()
+    if not rebuild and is_complete(path, config):
+        _relink_adapter(path)
+        return path
+    if path.exists() and any(path.iterdir()) and not (path / "card.json").is_file():
+        raise InputError(
+            f"{path}: exists and is not a surgeon organism (no card.json); "
+            "refusing to overwrite it; choose another directory or remove it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
+    try:
+        build_organism(tmp, config, final_dir=path)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / "organism")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,20 @@
+"""Shared fixtures: the model organism, built once per test session and cached on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def organism_dir() -> Path:
+    """A complete organism: ``$SURGEON_ORGANISM_DIR`` or ``<repo>/.surgeon-cache/organism``."""
+    from surgeon.organism import ensure_organism
+
+    env = os.environ.get("SURGEON_ORGANISM_DIR")
+    cache = Path(env) if env else REPO / ".surgeon-cache" / "organism"
+    return ensure_organism(cache)
