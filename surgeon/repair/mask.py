@@ -1,0 +1,173 @@
+"""The rollback mask: which entries of which tensors were copied from the base.
+
+Stored as ``rollback_mask.safetensors``: for every touched tensor, the sorted flat indices of
+the restored entries (int32 when the tensor has fewer than 2**31 entries, else int64) under the
+tensor's own name; the header metadata names the format, the base, the model, the shapes and
+the counts. Applying the mask to the fine-tuned model with the same base reproduces the
+repaired model exactly, because every restored entry is a plain copy of the base's value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from surgeon.errors import InputError
+from surgeon.loading import LoadOptions
+from surgeon.safetensors_io import read_header
+
+MASK_NAME = "rollback_mask.safetensors"
+"""File name of the mask inside a repaired model directory."""
+MASK_FORMAT = "surgeon-rollback-mask"
+MASK_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class RollbackMask:
+    """Restored entries per tensor, and where they came from."""
+
+    indices: dict[str, Tensor]
+    """Tensor name -> sorted flat int64 indices of the entries copied from the base."""
+    shapes: dict[str, tuple[int, ...]]
+    """Tensor name -> shape of the tensor the indices refer to."""
+    eligible_entries: int
+    """Number of entries that were eligible for restoration."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Free-form provenance: base, model, selection, layer."""
+
+    @property
+    def restored_entries(self) -> int:
+        """Total number of restored entries."""
+        return sum(int(v.numel()) for v in self.indices.values())
+
+    @property
+    def restored_fraction(self) -> float:
+        """Restored entries over eligible entries."""
+        return self.restored_entries / self.eligible_entries if self.eligible_entries else 0.0
+
+    def bool_mask(self, name: str) -> Tensor:
+        """The dense boolean mask of one tensor (True = restored)."""
+        mask = torch.zeros(self.shapes[name], dtype=torch.bool)
+        mask.view(-1)[self.indices[name]] = True
+        return mask
+
+
+def save_mask(mask: RollbackMask, path: Path) -> None:
+    """Write a mask as safetensors with its metadata in the header."""
+    tensors = {}
+    for name, idx in mask.indices.items():
+        numel = 1
+        for d in mask.shapes[name]:
+            numel *= d
+        dtype = torch.int32 if numel < 2**31 else torch.int64
+        tensors[name] = idx.to(dtype).contiguous()
+    meta = {
+        **mask.metadata,
+        "format": MASK_FORMAT,
+        "version": MASK_VERSION,
+        "encoding": "flat_indices",
+        "eligible_entries": str(mask.eligible_entries),
+        "shapes": json.dumps({k: list(v) for k, v in mask.shapes.items()}),
+    }
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_mask(path: str | Path) -> RollbackMask:
+    """Read a mask written by :func:`save_mask`; raise :class:`InputError` when it is not one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MASK_NAME
+    if not path.exists():
+        raise InputError(f"{path}: no such rollback mask")
+    header = read_header(path)
+    meta = dict(header.get("__metadata__") or {})
+    if meta.get("format") != MASK_FORMAT:
+        raise InputError(f"{path}: not a surgeon rollback mask (format {meta.get('format')!r})")
+    try:
+        shapes = {k: tuple(v) for k, v in json.loads(meta.pop("shapes")).items()}
+        eligible = int(meta.pop("eligible_entries"))
+    except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: rollback mask metadata is damaged ({exc})") from None
+    indices: dict[str, Tensor] = {}
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            if name not in shapes:
+                raise InputError(f"{path}: tensor {name} has no recorded shape")
+            indices[name] = f.get_tensor(name).to(torch.int64)
+    for k in ("format", "version", "encoding"):
+        meta.pop(k, None)
+    return RollbackMask(indices, shapes, eligible, meta)
+
+
+def apply_mask_to_model(
+    model: nn.Module, mask: RollbackMask, read_base: Callable[[str], Tensor]
+) -> None:
+    """Copy the masked entries from the base into ``model`` (in place).
+
+    ``read_base(name) -> Tensor`` returns the base's tensor of that name.
+    """
+    params = dict(model.named_parameters())
+    for name, idx in mask.indices.items():
+        if name not in params:
+            raise InputError(f"rollback mask names {name}, which the model does not have")
+        param = params[name]
+        if tuple(param.shape) != mask.shapes[name]:
+            raise InputError(
+                f"rollback mask shape of {name} is {list(mask.shapes[name])}, "
+                f"the model's is {list(param.shape)}"
+            )
+        base = read_base(name)
+        flat = param.data.view(-1)
+        idx = idx.to(flat.device)
+        flat[idx] = base.reshape(-1)[idx].to(dtype=flat.dtype)
+
+
+def apply_mask(
+    model_dir_or_model: str | Path | nn.Module,
+    base_dir: str | Path,
+    mask_path: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    options: LoadOptions | None = None,
+) -> nn.Module:
+    """Re-apply a saved rollback: copy the masked entries of ``base_dir`` into the model.
+
+    A path (full model or PEFT adapter, merged onto ``base_dir``) is loaded in fp32, repaired
+    and, with ``out_dir``, saved like :func:`surgeon.repair.rollback.rollback_repair` saves
+    (same dtype, sharding and tokenizer files), which reproduces the repaired model exactly.
+    A model object is repaired in place (and saved with ``save_pretrained`` to ``out_dir``).
+    Returns the repaired model.
+    """
+    from surgeon.loading import load_model, resolve_source
+    from surgeon.repair.lazy_base import LazyTensors
+    from surgeon.repair.save import check_out_dir, save_like, tokenizer_dir
+
+    mask = load_mask(mask_path)
+    base_source = resolve_source(base_dir)
+    if base_source.weights_dir is None:
+        raise InputError(f"{base_dir}: the base must be a local directory")
+    if isinstance(model_dir_or_model, nn.Module):
+        device = next(model_dir_or_model.parameters()).device
+        apply_mask_to_model(model_dir_or_model, mask, LazyTensors(base_source.weights_dir, device))
+        if out_dir is not None:
+            model_dir_or_model.save_pretrained(str(out_dir))  # type: ignore[operator]
+        return model_dir_or_model
+    opts = replace(options or LoadOptions(), dtype="float32")
+    source = resolve_source(model_dir_or_model, base_dir)
+    if out_dir is not None:
+        check_out_dir(Path(out_dir), [source.path, source.weights_dir, base_source.weights_dir])
+    loaded = load_model(model_dir_or_model, base=base_dir, options=opts, merge_adapter=True)
+    device = next(loaded.model.parameters()).device
+    with torch.no_grad():
+        apply_mask_to_model(loaded.model, mask, LazyTensors(base_source.weights_dir, device))
+    if out_dir is not None:
+        weights = source.weights_dir or base_source.weights_dir
+        save_like(loaded.model, loaded.tokenizer, Path(out_dir), weights, tokenizer_dir(source))
+    return loaded.model

@@ -1,0 +1,148 @@
+"""The outcome of a rollback repair, and its ``report.json`` form (conventions.md keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One restoration step."""
+
+    step: int
+    """1-based step number within its try."""
+    harmful_rate: float
+    """First-token harmful rate (share of recovery prompts not refused) after the step."""
+    task_metric: float | None
+    """Task metric after the step, when it was measured (checkpoints, warm-up, stop)."""
+    restored_fraction: float
+    """Restored entries over eligible entries after the step."""
+    restored_entries: int
+    """Restored entries after the step (cumulative)."""
+    rolled_back_entries: int
+    """Entries restored in this step and put back by the tolerance rollback."""
+    tolerance_rollback: bool = False
+    """True for steps of the try that restarted from F with the tolerance rollback on."""
+    cosine: float | None = None
+    """Cosine between the harmful prompts' mean state after layer L and the base's ``h``,
+    before this step's restorations (the quantity the steps raise)."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return {
+            "step": self.step,
+            "harmful_rate": self.harmful_rate,
+            "task_metric": self.task_metric,
+            "restored_fraction": self.restored_fraction,
+            "restored_entries": self.restored_entries,
+            "rolled_back_entries": self.rolled_back_entries,
+            "tolerance_rollback": self.tolerance_rollback,
+            "cosine": self.cosine,
+        }
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """What a rollback repair did and measured."""
+
+    model: str
+    """The fine-tuned model as given."""
+    base: str
+    """The aligned base as given."""
+    selection: str
+    """``task-aware`` or ``paper``."""
+    layer: int
+    """Layer L: entries of decoder layers ``0..L-1`` were eligible."""
+    harmful_rate_before: float
+    """Held-out harmful rate of the fine-tuned model (greedy generation + keyword judge)."""
+    harmful_rate_after: float
+    """Held-out harmful rate of the repaired model."""
+    harmful_rate_base: float
+    """Held-out harmful rate of the base."""
+    first_token_harmful_base: float
+    """First-token harmful rate of the base on the recovery prompts."""
+    first_token_target: float
+    """Early-stop target: base's first-token rate plus the margin."""
+    first_token_harmful_ceiling: float
+    """First-token harmful rate with every eligible entry restored: the best any rollback at
+    this layer can reach (above the target: the harm lies at or above layer L)."""
+    task_metric_name: str
+    """``exact``, ``contains`` or ``likelihood``."""
+    task_metric_before: float
+    """Task metric of the fine-tuned model (on the held-out task prompts when given)."""
+    task_metric_after: float
+    """Task metric of the repaired model (same prompts)."""
+    task_floor: float
+    """In-loop floor: ``(1 - tolerance) * metric(F)`` on the in-loop task prompts."""
+    restored_fraction: float
+    """Restored entries over eligible entries (``mask.sum() / eligible``)."""
+    restored_entries: int
+    """Entries copied from the base."""
+    eligible_entries: int
+    """Entries that could be restored."""
+    decoder_entries: int
+    """All parameter entries of the decoder layers (for the share of the whole stack)."""
+    chosen_step: int
+    """Step of the checkpoint kept (0 = the fine-tuned model unchanged)."""
+    stop_reason: str
+    """``target`` (harmful rate reached), ``task_floor``, ``steps`` or ``no_candidates``."""
+    tolerance_rollback_used: bool
+    """Whether the tolerance rollback restarted the run."""
+    steps: tuple[StepRecord, ...]
+    """Every step run, in order."""
+    n_recovery: int
+    """Harmful recovery prompts used in the loop."""
+    n_heldout: int
+    """Held-out harmful prompts of the final check."""
+    warnings: tuple[str, ...] = ()
+    """Things the user should know (e.g. a ceiling above the target)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase."""
+    peak_memory: dict[str, int] = field(default_factory=dict)
+    """High-water marks in bytes (``rss``; ``cuda`` on a GPU)."""
+    out_dir: str = ""
+    """Where the repaired model, mask and report were written."""
+
+    @property
+    def restored_fraction_decoder(self) -> float:
+        """Restored entries over all decoder-layer entries."""
+        return self.restored_entries / self.decoder_entries if self.decoder_entries else 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """``report.json`` content: the conventions.md repair keys first, details after."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "method": "rollback",
+            "model": self.model,
+            "base": self.base,
+            "harmful_rate_before": self.harmful_rate_before,
+            "harmful_rate_after": self.harmful_rate_after,
+            "task_metric_before": self.task_metric_before,
+            "task_metric_after": self.task_metric_after,
+            "restored_fraction": self.restored_fraction,
+            "steps": [s.to_json_dict() for s in self.steps],
+            "selection": self.selection,
+            "layer": self.layer,
+            "harmful_rate_base": self.harmful_rate_base,
+            "first_token_harmful_base": self.first_token_harmful_base,
+            "first_token_target": self.first_token_target,
+            "first_token_harmful_ceiling": self.first_token_harmful_ceiling,
+            "task_metric_name": self.task_metric_name,
+            "task_floor": self.task_floor,
+            "restored_entries": self.restored_entries,
+            "eligible_entries": self.eligible_entries,
+            "decoder_entries": self.decoder_entries,
+            "restored_fraction_decoder": self.restored_fraction_decoder,
+            "chosen_step": self.chosen_step,
+            "stop_reason": self.stop_reason,
+            "tolerance_rollback_used": self.tolerance_rollback_used,
+            "n_recovery": self.n_recovery,
+            "n_heldout": self.n_heldout,
+            "warnings": list(self.warnings),
+            "timings": dict(self.timings),
+            "peak_memory": dict(self.peak_memory),
+            "mask": "rollback_mask.safetensors",
+        }

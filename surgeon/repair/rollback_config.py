@@ -1,0 +1,118 @@
+"""Options of the rollback repair (methods.md section 2), one typed dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from surgeon.errors import InputError
+
+Selection = Literal["task-aware", "paper"]
+TaskMetricName = Literal["auto", "exact", "contains"]
+
+
+@dataclass(frozen=True)
+class RollbackConfig:
+    """Everything that steers :func:`surgeon.repair.rollback.rollback_repair`."""
+
+    layer: int | None = None
+    """Decoder layer L (1-based count of layers: entries in layers ``0..L-1`` may be restored and
+    the harmful direction is read from the residual stream after layer ``L-1``, i.e. Hugging
+    Face's ``hidden_states[L]``). ``None``: ``round(2/3 * n_layers)``; a probe may pass the
+    layer it selected."""
+    selection: Selection = "task-aware"
+    """``task-aware`` (default): rank by the first-order harmful benefit ``g_h * (W - A)`` and
+    skip entries whose restoration raises the task loss to first order; ``paper``: the
+    published rule, top ``|g_h|`` among entries whose ``W - A`` has the sign of ``g_h``."""
+    task_refresh: int = 1
+    """Task-aware: recompute the task gradient ``g_t`` (and so which entries are held back
+    because restoring them would raise the task loss) every this many steps; 0 computes it
+    once, from F, before the first step."""
+    direction: Literal["mean", "difference"] = "mean"
+    """The harmful direction ``h`` at layer L: ``mean``, the base's mean last-token state over
+    the harmful recovery prompts (the paper's code); ``difference``, that mean minus the base's
+    mean over harmless prompts (the refusal direction of Arditi et al.), with the same harmless
+    mean subtracted from the working model's states before the cosine. The raw mean carries the
+    large component shared by all prompts, so its cosine can sit near 1 while behaviour
+    differs."""
+    recovery_rate: float = 0.002
+    """Share of the eligible entries restored per step (the paper's 0.2%)."""
+    rollback_fraction: float = 0.2
+    """When the tolerance rollback is active: share of each step's restorations put back."""
+    task_tolerance: float = 0.05
+    """Relative task-metric loss allowed: the floor is ``(1 - task_tolerance) * metric(F)``."""
+    steps: int = 20
+    """Maximum number of restoration steps (per try: a tolerance rollback restarts from F)."""
+    warmup: int = 5
+    """Steps after which the task metric is checked for the tolerance rollback."""
+    checkpoint_every: int = 5
+    """Measure the task metric (a checkpoint) every this many steps."""
+    target_margin: float = 0.02
+    """Stop once the first-token harmful rate on the recovery prompts is at most the base's
+    rate plus this margin."""
+    tolerance_rollback: bool = True
+    """After ``warmup`` steps, if the task metric fell below its floor, restart from F and put
+    back ``rollback_fraction`` of every step's restorations (paper step 6)."""
+    include_norms: bool = False
+    """Also restore norm scales and biases of the eligible layers."""
+    include_embeddings: bool = False
+    """Also restore the input embedding matrix."""
+    n_recovery: int | None = 64
+    """At most this many harmful recovery prompts (``None``: all)."""
+    heldout_fraction: float = 0.5
+    """When no held-out harmful set is given, this share of the harmful prompts is held out
+    for the final generation check (the rest is the recovery set)."""
+    n_task: int | None = 64
+    """At most this many task prompts for the in-loop task metric and the task gradient."""
+    task_metric: TaskMetricName = "auto"
+    """``exact`` or ``contains`` match of greedy answers against the task file's references;
+    ``auto``: ``exact`` when every task prompt has a reference, else the likelihood of the
+    fine-tuned model's own greedy answers (``exp(-cross-entropy)``, no labels needed)."""
+    batch_size: int = 16
+    """Prompts per forward pass, backward pass or generation batch."""
+    max_new_tokens: int = 48
+    """Tokens generated per held-out harmful prompt for the final keyword judgement."""
+    task_max_new_tokens: int = 32
+    """Tokens generated per task prompt (task metric and the model's own answers)."""
+    seed: int = 0
+    """Seed for the held-out split and generation."""
+
+    def __post_init__(self) -> None:
+        if self.layer is not None and self.layer < 1:
+            raise InputError(f"rollback layer must be >= 1; got {self.layer}")
+        if self.selection not in ("task-aware", "paper"):
+            raise InputError(f"selection must be task-aware or paper; got {self.selection!r}")
+        if self.task_metric not in ("auto", "exact", "contains"):
+            raise InputError(
+                f"task_metric must be auto, exact or contains; got {self.task_metric!r}"
+            )
+        for name in ("recovery_rate", "rollback_fraction", "task_tolerance"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InputError(f"{name} must lie in [0, 1]; got {value}")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise InputError(f"heldout_fraction must lie in (0, 1); got {self.heldout_fraction}")
+        if self.target_margin < 0:
+            raise InputError(f"target_margin must be >= 0; got {self.target_margin}")
+        for name in ("steps", "checkpoint_every", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.task_max_new_tokens < 1:
+            raise InputError(f"task_max_new_tokens must be >= 1; got {self.task_max_new_tokens}")
+        if self.direction not in ("mean", "difference"):
+            raise InputError(f"direction must be mean or difference; got {self.direction!r}")
+        if self.task_refresh < 0:
+            raise InputError(f"task_refresh must be >= 0; got {self.task_refresh}")
+        if self.warmup < 0:
+            raise InputError(f"warmup must be >= 0; got {self.warmup}")
+        for name in ("n_recovery", "n_task"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be >= 1 or None; got {value}")
+
+    def resolved_layer(self, n_layers: int) -> int:
+        """The layer L for a model with ``n_layers`` decoder layers."""
+        layer = self.layer if self.layer is not None else max(1, round(2 * n_layers / 3))
+        if layer > n_layers:
+            raise InputError(f"rollback layer {layer} exceeds the model's {n_layers} layers")
+        return layer

@@ -1,0 +1,206 @@
+"""Task metrics for rollback: higher is better, measured on the working model.
+
+* ``exact`` / ``contains``: greedy answers to a task file's prompts against their references.
+* ``likelihood``: ``exp(-cross-entropy)`` of the fine-tuned model's own greedy answers (no
+  labels needed); 1.0 would mean the model is certain of every token F produced.
+
+The same own-answer cross-entropy gives the task gradient ``g_t`` of the task-aware selection.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from surgeon.errors import InputError
+from surgeon.generation import generate, model_device
+from surgeon.tokens import encode, prepare_tokenizer
+
+
+@dataclass(frozen=True)
+class AnswerSet:
+    """Prompts with a model's own greedy answers, as token ids."""
+
+    prompt_ids: tuple[tuple[int, ...], ...]
+    """Token ids of each formatted prompt (no padding)."""
+    answer_ids: tuple[tuple[int, ...], ...]
+    """Token ids of each greedy answer, up to and including the first end-of-sequence token."""
+
+
+@torch.no_grad()
+def own_answers(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+) -> AnswerSet:
+    """Greedy answers of ``model`` to formatted prompts, kept as token ids."""
+    prepare_tokenizer(tokenizer)
+    device = model_device(model)
+    eos = tokenizer.eos_token_id
+    prompts: list[tuple[int, ...]] = []
+    answers: list[tuple[int, ...]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = encode(tokenizer, list(texts[i : i + batch_size]), device)
+            gen = model.generate(  # type: ignore[operator]
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos,
+            )
+            width = enc["input_ids"].shape[1]
+            for row, mask, out in zip(enc["input_ids"], enc["attention_mask"], gen, strict=True):
+                prompts.append(tuple(int(t) for t in row[mask.bool()]))
+                new = [int(t) for t in out[width:]]
+                if eos is not None and eos in new:
+                    new = new[: new.index(eos) + 1]
+                answers.append(tuple(new) or ((eos,) if eos is not None else ()))
+    finally:
+        model.train(was_training)
+    return AnswerSet(tuple(prompts), tuple(answers))
+
+
+def _collate(
+    answers: AnswerSet, rows: range, pad_id: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask`` and a mask of answer-token targets."""
+    seqs = [answers.prompt_ids[i] + answers.answer_ids[i] for i in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    target = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for r, i in enumerate(rows):
+        seq = seqs[r]
+        ids[r, width - len(seq) :] = torch.tensor(seq)
+        att[r, width - len(seq) :] = 1
+        target[r, width - len(answers.answer_ids[i]) :] = True
+    return ids.to(device), att.to(device), target.to(device)
+
+
+def answer_cross_entropy(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    answers: AnswerSet,
+    batch_size: int,
+    *,
+    backward: bool = False,
+) -> float:
+    """Token-mean cross-entropy of the answers given their prompts.
+
+    With ``backward``, the gradient of that mean is accumulated into ``.grad`` (batch by batch,
+    each scaled by its share of the answer tokens).
+    """
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    n_tokens = sum(len(a) for a in answers.answer_ids)
+    if n_tokens == 0:
+        raise ValueError("no answer tokens to score")
+    total = 0.0
+    for start in range(0, len(answers.answer_ids), batch_size):
+        rows = range(start, min(start + batch_size, len(answers.answer_ids)))
+        ids, att, target = _collate(answers, rows, pad, device)
+        with torch.set_grad_enabled(backward):
+            logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            loss_sum = (nll * target[:, 1:]).sum()
+            if backward:
+                (loss_sum / n_tokens).backward()
+        total += float(loss_sum.detach())
+    return total / n_tokens
+
+
+def normalise(text: str) -> str:
+    """Whitespace-collapsed, stripped text for exact matching."""
+    return " ".join(text.split())
+
+
+class TaskMetric(ABC):
+    """A task score of a model, higher is better."""
+
+    name: str
+
+    @abstractmethod
+    def measure(self, model: nn.Module) -> float:
+        """The metric of ``model`` (its weights as they are now)."""
+
+
+class ReferenceMetric(TaskMetric):
+    """Share of greedy answers that match (``exact``) or contain (``contains``) the reference."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        references: Sequence[str],
+        mode: str,
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> None:
+        if mode not in ("exact", "contains"):
+            raise ValueError(f"reference metric mode must be exact or contains; got {mode!r}")
+        if len(texts) != len(references) or not texts:
+            raise ValueError("a reference metric needs one reference per prompt, at least one")
+        self.name = mode
+        self.tokenizer = tokenizer
+        self.texts = list(texts)
+        self.references = [normalise(r) for r in references]
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def hits(self, responses: Sequence[str]) -> list[bool]:
+        """Per response: does it match its reference."""
+        got = [normalise(r) for r in responses]
+        if self.name == "exact":
+            return [g == r for g, r in zip(got, self.references, strict=True)]
+        return [r in g for g, r in zip(got, self.references, strict=True)]
+
+    def measure(self, model: nn.Module) -> float:
+        responses = generate(
+            model,  # type: ignore[arg-type]
+            self.tokenizer,
+            self.texts,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            desc="task metric",
+        )
+        hits = self.hits(responses)
+        return sum(hits) / len(hits)
+
+
+class LikelihoodMetric(TaskMetric):
+    """``exp(-cross-entropy)`` of fixed answers (the fine-tuned model's own) given the prompts."""
+
+    name = "likelihood"
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, answers: AnswerSet, batch_size: int
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.answers = answers
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def measure(self, model: nn.Module) -> float:
+        ce = answer_cross_entropy(model, self.tokenizer, self.answers, self.batch_size)
+        return float(torch.exp(torch.tensor(-ce)))
+
+
+def resolve_metric_name(requested: str, references: Sequence[str | None]) -> str:
+    """``auto`` becomes ``exact`` when every prompt has a reference, else ``likelihood``."""
+    have_refs = bool(references) and all(r for r in references)
+    if requested == "auto":
+        return "exact" if have_refs else "likelihood"
+    if not have_refs:
+        raise InputError(f"task metric {requested!r} needs a 'reference' for every task prompt")
+    return requested
