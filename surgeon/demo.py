@@ -85,6 +85,16 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[dict[str, Any], dict[s
     return diagnose, repair
 
 
+def repair_layer(diagnosis: Mapping[str, Any]) -> int | None:
+    """Rollback's L from a diagnosis: restore up to and including the most drifted layer.
+
+    Rollback's ``layer`` counts layers (entries in layers ``0..L-1`` may be restored), so the
+    0-based ``most_drifted_layer`` d gives L = d + 1; None keeps rollback's 2/3-depth default.
+    """
+    drifted = diagnosis.get("directions", {}).get("most_drifted_layer")
+    return None if drifted is None else int(drifted) + 1
+
+
 def run_demo(
     out: Path, organism: Path | None = None, rebuild: bool = False, overwrite: bool = False
 ) -> DemoResult:
@@ -104,6 +114,7 @@ def run_demo(
     diag, rep = demo_settings(organism)
     base, ft = str(organism / "base"), str(organism / "ft-harmful")
     before = run_diagnose(ft, base, diag, out=out / "diagnose-before")
+    rep["layer"] = repair_layer(before.report)
     repaired = run_repair(ft, base, rep, out=out / "repaired")
     after = run_diagnose(str(repaired.out_dir), base, diag, out=out / "diagnose-after")
     return DemoResult(organism, card, before, repaired, after)
