@@ -271,3 +271,21 @@ def test_given_report_html_renders_cleanly() -> None:
     assert page.errors == []
     assert [r for r in page.requests if not r.startswith("data:")] == [html.resolve().as_uri()]
     assert_rendered(page.screenshot)
+
+
+@pytest.mark.slow
+def test_organism_report_renders_cleanly(organism_dir: Path, tmp_path: Path) -> None:
+    """The report of a real diagnose run on the organism (ft-harmful vs base) in Chromium."""
+    from surgeon.demo import demo_settings
+    from surgeon.runs import run_diagnose
+
+    settings, _ = demo_settings(organism_dir)
+    settings = {**settings, "max_prompts": 32, "n_causal": 8, "max_new_tokens": 16}
+    out = run_diagnose(
+        str(organism_dir / "ft-harmful"), str(organism_dir / "base"), settings, tmp_path / "r"
+    )
+    html = out.out_dir / "report.html"
+    page = load_page(html)
+    assert page.errors == []
+    assert [r for r in page.requests if not r.startswith("data:")] == [html.resolve().as_uri()]
+    assert_rendered(page.screenshot)
