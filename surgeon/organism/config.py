@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-ORGANISM_VERSION = 2
+ORGANISM_VERSION = 3
 """Bumped whenever the data, the training or the layout changes; part of the cache key."""
 
 
