@@ -10,6 +10,8 @@ from pathlib import Path
 from surgeon.errors import InputError
 
 INDEX_NAME = "model.safetensors.index.json"
+NOT_WEIGHTS = frozenset({"rollback_mask.safetensors", "adapter_model.safetensors"})
+"""Safetensors files that may sit beside a model's weights without being part of them."""
 MAX_HEADER = 100_000_000
 """The largest header the safetensors format allows."""
 
@@ -67,7 +69,8 @@ def weight_files(directory: Path) -> list[Path]:
         if missing:
             raise InputError(f"{index}: names a missing shard {missing[0].name}")
         return files
-    return sorted(directory.glob("*.safetensors"))
+    files = sorted(directory.glob("*.safetensors"))
+    return [f for f in files if f.name not in NOT_WEIGHTS]
 
 
 def tensor_index(directory: Path) -> dict[str, TensorInfo]:

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from surgeon.errors import InputError
 from surgeon.loading import LoadOptions, check_compatible, load_model, resolve_source
@@ -100,3 +101,17 @@ def test_loading_never_writes_inputs(tmp_path: Path) -> None:
     before = tree_hash(path)
     load_model(path)
     assert tree_hash(path) == before
+
+
+def test_mask_beside_weights_is_not_a_weight_file(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from surgeon.safetensors_io import tensor_index, weight_files
+
+    path = save_tiny(tmp_path / "m")
+    save_file(
+        {"model.layers.0.mlp.down_proj.weight": torch.arange(3)}, path / "rollback_mask.safetensors"
+    )
+    assert [f.name for f in weight_files(path)] == ["model.safetensors"]
+    assert tensor_index(path)["model.layers.0.mlp.down_proj.weight"].shape != (3,)
+    check_compatible(resolve_source(path), resolve_source(path))
