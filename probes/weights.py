@@ -107,9 +107,11 @@ def module_type_of(name: str) -> str:
     return parts[-2] if len(parts) > 1 and parts[-1] == "weight" else parts[-1]
 
 
-def top_k_energy(delta: Float[Tensor, "m n"], k: int, max_dim: int) -> float | None:
+def top_k_energy(
+    delta: Float[Tensor, "m n"], k: int, max_dim: int, total: float | None = None
+) -> float | None:
     """Share of ``||delta||_F^2`` in its top-k singular values (None for a zero delta)."""
-    total = float(delta.square().sum())
+    total = float(delta.square().sum()) if total is None else total
     if total == 0.0:
         return None
     if min(delta.shape) <= max_dim:
@@ -117,7 +119,7 @@ def top_k_energy(delta: Float[Tensor, "m n"], k: int, max_dim: int) -> float | N
     else:
         q = min(k + 8, min(delta.shape))
         torch.manual_seed(0)
-        _, s, _ = torch.svd_lowrank(delta, q=q, niter=4)
+        _, s, _ = torch.svd_lowrank(delta, q=q, niter=2)
     return min(1.0, float(s[:k].square().sum()) / total)
 
 
@@ -125,13 +127,19 @@ def measure(
     name: str, delta: Tensor, base: Tensor, config: WeightsConfig
 ) -> tuple[ModuleDelta | None, int]:
     """One tensor's delta record (None for 1-D tensors) and its number of changed entries."""
-    changed = int((delta.abs() > config.tol).sum()) if config.tol > 0 else int((delta != 0).sum())
+    dn = float(delta.norm())
+    if dn == 0.0:
+        changed = 0  # a zero norm (no NaN) means every entry is exactly equal
+    elif config.tol > 0:
+        changed = int(torch.count_nonzero(delta.abs() > config.tol))
+    else:
+        changed = int(torch.count_nonzero(delta))
     if delta.ndim < 2:
         return None, changed
-    dn, bn = float(delta.norm()), float(base.norm())
+    bn = float(base.norm())
     rel = dn / bn if bn > 0 else (0.0 if dn == 0 else dn / 1e-12)
     energy = (
-        top_k_energy(delta, config.top_k, config.svd_max_dim)
+        top_k_energy(delta, config.top_k, config.svd_max_dim, dn * dn)
         if delta.ndim == 2 and dn > 0
         else None
     )
@@ -147,19 +155,56 @@ def measure(
     return record, changed
 
 
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
 class _Reader:
-    """Lazily opened safetensors files, closed together."""
+    """Safetensors files read with plain ``readinto`` (no mmap), closed together.
+
+    ``safe_open`` maps the whole file and hands out zero-copy views: every page it touches stays
+    in the process's RSS until the handle closes, i.e. both checkpoints by the end. Reading each
+    tensor into its own buffer keeps only the pair being compared.
+    """
 
     def __init__(self, stack: ExitStack):
         self._stack = stack
-        self._open: dict[Path, Any] = {}
+        self._open: dict[Path, tuple[Any, int, dict[str, Any]]] = {}
 
     def get(self, info: TensorInfo) -> Tensor:
-        handle = self._open.get(info.file)
-        if handle is None:
-            handle = self._stack.enter_context(safe_open(str(info.file), framework="pt"))
-            self._open[info.file] = handle
-        return handle.get_tensor(info.name).float()
+        entry = self._open.get(info.file)
+        if entry is None:
+            header = read_header(info.file)
+            f = self._stack.enter_context(info.file.open("rb", buffering=0))
+            n = int.from_bytes(f.read(8), "little")
+            entry = (f, 8 + n, header)
+            self._open[info.file] = entry
+        f, start, header = entry
+        meta = header[info.name]
+        begin, end = meta["data_offsets"]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        f.seek(start + begin)
+        view = memoryview(buf.numpy())
+        got = 0
+        while got < len(view):
+            r = f.readinto(view[got:])
+            if not r:
+                raise InputError(f"{info.file}: truncated while reading {info.name}")
+            got += r
+        dtype = _DTYPES.get(meta["dtype"])
+        if dtype is None:
+            raise InputError(f"{info.file}: unsupported dtype {meta['dtype']} for {info.name}")
+        return buf.view(dtype).reshape(meta["shape"]).float()
 
 
 def _summarize(
@@ -236,7 +281,7 @@ def compare_weights(
         reader = _Reader(stack)
         for name, info in index_m.items():
             w_m, w_b = reader.get(info), reader.get(index_b[name])
-            record, changed = measure(name, w_m - w_b, w_b, config)
+            record, changed = measure(name, w_m.sub_(w_b), w_b, config)
             n_params += w_b.numel()
             n_changed += changed
             if record is not None:
