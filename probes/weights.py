@@ -124,10 +124,13 @@ def top_k_energy(
 
 
 def measure(
-    name: str, delta: Tensor, base: Tensor, config: WeightsConfig
+    name: str, delta: Tensor, base: Tensor, config: WeightsConfig, *, equal: bool = False
 ) -> tuple[ModuleDelta | None, int]:
-    """One tensor's delta record (None for 1-D tensors) and its number of changed entries."""
-    dn = float(delta.norm())
+    """One tensor's delta record (None for 1-D tensors) and its number of changed entries.
+
+    ``equal``: the caller knows model and base are identical, ``delta`` is then not read.
+    """
+    dn = 0.0 if equal else float(delta.norm())
     if dn == 0.0:
         changed = 0  # a zero norm (no NaN) means every entry is exactly equal
     elif config.tol > 0:
@@ -136,8 +139,11 @@ def measure(
         changed = int(torch.count_nonzero(delta))
     if delta.ndim < 2:
         return None, changed
-    bn = float(base.norm())
-    rel = dn / bn if bn > 0 else (0.0 if dn == 0 else dn / 1e-12)
+    if dn == 0.0:
+        rel = 0.0  # no need for a pass over the base
+    else:
+        bn = float(base.norm())
+        rel = dn / bn if bn > 0 else dn / 1e-12
     energy = (
         top_k_energy(delta, config.top_k, config.svd_max_dim, dn * dn)
         if delta.ndim == 2 and dn > 0
@@ -281,7 +287,10 @@ def compare_weights(
         reader = _Reader(stack)
         for name, info in index_m.items():
             w_m, w_b = reader.get(info), reader.get(index_b[name])
-            record, changed = measure(name, w_m.sub_(w_b), w_b, config)
+            if torch.equal(w_m, w_b):  # one pass that stops at the first difference
+                record, changed = measure(name, w_m, w_b, config, equal=True)
+            else:
+                record, changed = measure(name, w_m.sub_(w_b), w_b, config)
             n_params += w_b.numel()
             n_changed += changed
             if record is not None:
