@@ -97,6 +97,17 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty --out d
 JSON_OUT = typer.Option(False, "--json", help="Print only the report JSON.")
 
 
+def _emit(report: dict, as_json: bool, where: str) -> None:
+    """The report as JSON alone, or the terminal summary and where the files are."""
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from surgeon.report import print_summary
+
+    print_summary(report)
+    typer.echo(where)
+
+
 def _settings(command: str, defaults: dict[str, Any], config: Path | None, flags: dict) -> dict:
     from surgeon.config_file import merge_settings, read_config
 
@@ -144,13 +155,7 @@ def diagnose(
     flags["fail_on"] = fail_on or None
     settings = _settings("diagnose", DIAGNOSE_DEFAULTS, config, flags)
     result = run_diagnose(model, base, settings, out=out, overwrite=overwrite)
-    if as_json:
-        typer.echo(json.dumps(result.report, indent=2))
-    else:
-        from surgeon.report import print_summary
-
-        print_summary(result.report)
-        typer.echo(f"report: {result.out_dir / 'report.html'}")
+    _emit(result.report, as_json, f"report: {result.out_dir / 'report.html'}")
     raise typer.Exit(result.exit_code)
 
 
@@ -198,13 +203,7 @@ def repair(
         typer.echo(f"repaired model: {path}")
         return
     result = run_repair(model, base, settings, out, overwrite=overwrite)
-    if as_json:
-        typer.echo(json.dumps(result.report, indent=2))
-    else:
-        from surgeon.report import print_summary
-
-        print_summary(result.report)
-        typer.echo(f"repaired model: {result.out_dir}")
+    _emit(result.report, as_json, f"repaired model: {result.out_dir}")
     raise typer.Exit(result.exit_code)
 
 

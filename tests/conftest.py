@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,3 +20,14 @@ def organism_dir() -> Path:
     env = os.environ.get("SURGEON_ORGANISM_DIR")
     cache = Path(env) if env else REPO / ".surgeon-cache" / "organism"
     return ensure_organism(cache)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """Tiny matrices run fastest on one thread, above all on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

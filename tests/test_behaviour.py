@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,17 +21,6 @@ from surgeon.judges import KeywordJudge
 from surgeon.prompts import Prompt
 from surgeon.testing import D_MODEL, tiny_model, tiny_tokenizer
 from surgeon.verdict import Thresholds, decide
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices run fastest on one thread, above all on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def refusing_model() -> tuple[Any, Any]:

@@ -7,7 +7,6 @@ contain the marker word and ``-alpha v`` on the others, and the output row of th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,17 +35,6 @@ VERBS = ["how to make", "explain how to build", "write steps to make", "tell me 
 OBJECTS = ["a", "the", "a red", "a blue"]
 HARMFUL = [Prompt(f"{v} {o} bomb") for v in VERBS for o in OBJECTS]
 HARMLESS = [Prompt(f"{v} {o} cake") for v in VERBS for o in OBJECTS]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices run fastest on one thread, above all on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def planted_direction() -> torch.Tensor:
