@@ -68,8 +68,10 @@ class OrganismConfig:
     """The fine-tune that teaches following the user over the system (ft-conflict)."""
     lora_rank: int = 16
     """LoRA rank of ft-lora (alpha is twice the rank)."""
-    threads: int = 1
-    """Torch CPU threads during the build (1 is fastest on a shared, busy machine)."""
+    threads: int = 2
+    """Torch CPU threads during the build (not part of the cache key: the card's figures were
+    the same with 1 and 2; 2 built in 269 s on an idle 2-core machine, 1 in 342 s; on a busy
+    machine 1 can be faster)."""
     max_new_tokens: int = 24
     """Generated tokens per prompt when the card is measured."""
 
