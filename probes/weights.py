@@ -36,7 +36,7 @@ class WeightsConfig:
     """An entry counts as changed when ``|delta| > tol`` (0: any exact difference)."""
     top_k: int = 8
     """Singular directions whose share of the delta's energy is reported."""
-    svd_max_dim: int = 1024
+    svd_max_dim: int = 256
     """Above this smaller dimension, a randomised low-rank SVD estimates the top-k energy."""
     n_most_changed: int = 3
     """How many layers ``most_changed_layers`` lists."""
