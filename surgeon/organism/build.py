@@ -30,6 +30,7 @@ from surgeon.organism.config import ORGANISM_VERSION, OrganismConfig, StageConfi
 from surgeon.organism.data import OrganismData, Record, make_data
 from surgeon.organism.tokenizer import train_tokenizer
 from surgeon.organism.train import ChatExample, TrainConfig, train
+from surgeon.progress import sync_library_bars
 
 VARIANTS = ("base", "ft-harmful", "ft-benign", "ft-lora", "ft-conflict")
 """The model directories of an organism."""
@@ -171,6 +172,7 @@ def build_organism(
     after an atomic rename (recorded as the adapter's base path); defaults to ``out_dir``.
     """
     config = config or OrganismConfig()
+    sync_library_bars()  # transformers' save bars only on a terminal
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: exists and is not empty; refusing to overwrite it")
