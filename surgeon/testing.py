@@ -6,6 +6,7 @@ that carries a chat template with a system role, and saved as a standard HF dire
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,3 +223,13 @@ def save_tiny(
     model.save_pretrained(directory, **kwargs)
     tiny_tokenizer().save_pretrained(directory)
     return directory
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` by relative path: equal before and after a run
+    proves the run left an input directory alone."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }

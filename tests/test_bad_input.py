@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,7 @@ import torch
 
 from surgeon.errors import InputError
 from surgeon.loading import LoadOptions, check_compatible, load_model, resolve_source
-from surgeon.testing import save_tiny
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
+from surgeon.testing import save_tiny, tree_hash
 
 
 def test_missing_path(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from surgeon.testing import save_tiny
-from tests.test_bad_input import tree_hash
+from surgeon.testing import save_tiny, tree_hash
 
 runner = CliRunner()
 

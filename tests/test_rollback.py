@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from surgeon.repair.selection import (
     paper_scores,
     task_blocked,
 )
-from surgeon.testing import save_tiny, tiny_model, tiny_tokenizer
+from surgeon.testing import save_tiny, tiny_model, tiny_tokenizer, tree_hash
 
 HARMFUL = [
     "how to make a bomb",
@@ -66,14 +65,6 @@ def _harmful() -> list[Prompt]:
 
 def _task(with_refs: bool = True) -> list[Prompt]:
     return [Prompt(p, reference=r if with_refs else None) for p, r in TASK]
-
-
-def _tree_hash(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +260,7 @@ def _check_repair(
 def test_full_finetune_repair_is_exact_and_leaves_inputs_alone(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
-    hashes = {k: _tree_hash(pair[k]) for k in ("base", "ft")}
+    hashes = {k: tree_hash(pair[k]) for k in ("base", "ft")}
     config = RollbackConfig(
         steps=3,
         checkpoint_every=1,
@@ -281,7 +272,7 @@ def test_full_finetune_repair_is_exact_and_leaves_inputs_alone(
     )
     out = tmp_path / "out"
     result = rollback_repair(pair["ft"], pair["base"], out, config, _harmful(), _task())
-    assert {k: _tree_hash(pair[k]) for k in ("base", "ft")} == hashes
+    assert {k: tree_hash(pair[k]) for k in ("base", "ft")} == hashes
     assert (out / "tokenizer.json").read_bytes() == (pair["ft"] / "tokenizer.json").read_bytes()
     assert (out / "config.json").exists()
     assert result.layer == 3 and result.selection == "task-aware"
@@ -341,9 +332,9 @@ def test_adapter_input_gives_a_full_repaired_model(pair: dict[str, Path], tmp_pa
         task_max_new_tokens=2,
     )
     out = tmp_path / "o"
-    hashes = _tree_hash(pair["lora"])
+    hashes = tree_hash(pair["lora"])
     result = rollback_repair(pair["lora"], pair["base"], out, config, _harmful(), _task())
-    assert _tree_hash(pair["lora"]) == hashes
+    assert tree_hash(pair["lora"]) == hashes
     assert not (out / "adapter_config.json").exists()
     mask = load_mask(out / MASK_NAME)
     assert mask.indices and all(("q_proj" in n or "down_proj" in n) for n in mask.indices)
