@@ -9,7 +9,10 @@ without merging anything.
 from __future__ import annotations
 
 import math
+import mmap
 import re
+import warnings
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,41 +179,78 @@ _DTYPES = {
 
 
 class _Reader:
-    """Safetensors files read with plain ``readinto`` (no mmap), closed together.
+    """Safetensors tensors mapped one at a time, read-only, straight from the page cache.
 
-    ``safe_open`` maps the whole file and hands out zero-copy views: every page it touches stays
-    in the process's RSS until the handle closes, i.e. both checkpoints by the end. Reading each
-    tensor into its own buffer keeps only the pair being compared.
+    ``safe_open`` maps the whole file: every page it touches stays in the process's RSS until the
+    handle closes, i.e. both checkpoints by the end. Here each tensor gets its own small read-only
+    mapping, unmapped as soon as the tensor is dropped, so only the pair being compared is
+    resident. No copy is made: comparing two tensors costs one pass over the page cache, faster
+    than copying them out (``readinto`` into fresh buffers was about 3x slower).
+
+    Float32 tensors are returned as views of **read-only memory: never modify them in place**
+    (a write faults). Other dtypes are converted to a new float32 tensor.
     """
 
     def __init__(self, stack: ExitStack):
         self._stack = stack
         self._open: dict[Path, tuple[Any, int, dict[str, Any]]] = {}
 
-    def get(self, info: TensorInfo) -> Tensor:
-        entry = self._open.get(info.file)
+    def _handle(self, file: Path) -> tuple[Any, int, dict[str, Any]]:
+        entry = self._open.get(file)
         if entry is None:
-            header = read_header(info.file)
-            f = self._stack.enter_context(info.file.open("rb", buffering=0))
+            header = read_header(file)
+            f = self._stack.enter_context(file.open("rb"))
             n = int.from_bytes(f.read(8), "little")
             entry = (f, 8 + n, header)
-            self._open[info.file] = entry
-        f, start, header = entry
+            self._open[file] = entry
+        return entry
+
+    def _map(self, info: TensorInfo) -> tuple[mmap.mmap | None, int, dict[str, Any]]:
+        f, start, header = self._handle(info.file)
         meta = header[info.name]
-        begin, end = meta["data_offsets"]
-        buf = torch.empty(end - begin, dtype=torch.uint8)
-        f.seek(start + begin)
-        view = memoryview(buf.numpy())
-        got = 0
-        while got < len(view):
-            r = f.readinto(view[got:])
-            if not r:
-                raise InputError(f"{info.file}: truncated while reading {info.name}")
-            got += r
-        dtype = _DTYPES.get(meta["dtype"])
-        if dtype is None:
+        if meta["dtype"] not in _DTYPES:
             raise InputError(f"{info.file}: unsupported dtype {meta['dtype']} for {info.name}")
-        return buf.view(dtype).reshape(meta["shape"]).float()
+        begin, end = meta["data_offsets"]
+        if end == begin:
+            return None, 0, meta
+        first = start + begin
+        offset = first - first % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(
+            f.fileno(), first + (end - begin) - offset, access=mmap.ACCESS_READ, offset=offset
+        )
+        return mapped, first - offset, meta
+
+    def get(self, info: TensorInfo) -> Tensor:
+        """The tensor as float32 (read-only when stored as float32: see the class doc)."""
+        mapped, skip, meta = self._map(info)
+        dtype = _DTYPES[meta["dtype"]]
+        if mapped is None:
+            return torch.empty(meta["shape"], dtype=torch.float32)
+        count = (len(mapped) - skip) // torch.empty((), dtype=dtype).element_size()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            flat = torch.frombuffer(mapped, dtype=dtype, offset=skip, count=count)
+        return flat.reshape(meta["shape"]).float()
+
+    def prefetch(self, info: TensorInfo) -> None:
+        """Ask the kernel to start reading ``info`` from disk (a no-op where unsupported)."""
+        mapped, _, _ = self._map(info)
+        if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+            mapped.madvise(mmap.MADV_WILLNEED)
+        # dropping the mapping keeps what was read in the page cache, not in this process
+
+    def pairs(
+        self, items: list[tuple[str, TensorInfo, TensorInfo]]
+    ) -> Iterator[tuple[str, Tensor, Tensor]]:
+        """``(name, model tensor, base tensor)`` per item; the next pair is read ahead by the
+        kernel while the caller works on the current one."""
+        for i, (name, a, b) in enumerate(items):
+            w_m, w_b = self.get(a), self.get(b)
+            if i + 1 < len(items):
+                self.prefetch(items[i + 1][1])
+                self.prefetch(items[i + 1][2])
+            yield name, w_m, w_b
+            del w_m, w_b
 
 
 def _summarize(
@@ -285,12 +325,12 @@ def compare_weights(
     n_params = n_changed = 0
     with ExitStack() as stack:
         reader = _Reader(stack)
-        for name, info in index_m.items():
-            w_m, w_b = reader.get(info), reader.get(index_b[name])
+        items = [(name, info, index_b[name]) for name, info in index_m.items()]
+        for name, w_m, w_b in reader.pairs(items):
             if torch.equal(w_m, w_b):  # one pass that stops at the first difference
                 record, changed = measure(name, w_m, w_b, config, equal=True)
             else:
-                record, changed = measure(name, w_m.sub_(w_b), w_b, config)
+                record, changed = measure(name, w_m - w_b, w_b, config)
             n_params += w_b.numel()
             n_changed += changed
             if record is not None:

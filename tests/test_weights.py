@@ -142,3 +142,52 @@ def test_config_validation() -> None:
     for bad in ({"tol": -1.0}, {"top_k": 0}, {"svd_max_dim": 0}, {"n_most_changed": 0}):
         with pytest.raises(ValueError):
             WeightsConfig(**bad)
+
+
+def test_bf16_pair_matches_fp32_reference(base_dir: Path, tmp_path: Path) -> None:
+    """Non-float32 checkpoints go through the conversion path and give the same record."""
+    model_dir, _ = _perturbed(tmp_path / "ft")
+    for d, name in ((base_dir, "base16"), (model_dir, "ft16")):
+        m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16)
+        m.save_pretrained(tmp_path / name)
+    res = {m.name: m for m in compare_weights(tmp_path / "ft16", tmp_path / "base16").modules}
+    base_w = dict(tiny_model("llama", seed=0).named_parameters())[TARGET].detach()
+    ft_w = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())[TARGET]
+    b16, f16 = base_w.bfloat16().float(), ft_w.detach().bfloat16().float()
+    want = float((f16 - b16).norm() / b16.norm())
+    torch.testing.assert_close(res[TARGET].rel_delta, want, rtol=1e-5, atol=0)
+    assert all(x.rel_delta == 0.0 for n, x in res.items() if n != TARGET)
+
+
+def test_reader_maps_tensors_exactly_and_releases_them(base_dir: Path) -> None:
+    """Each tensor read through its own mapping equals the loaded model's, and the mapping goes
+    away with the tensor (nothing of the file stays mapped)."""
+    import gc
+    from contextlib import ExitStack
+
+    from probes.weights import _Reader
+    from surgeon.safetensors_io import tensor_index
+
+    params = dict(tiny_model("llama", seed=0).state_dict())
+    index = tensor_index(base_dir)
+    with ExitStack() as stack:
+        reader = _Reader(stack)
+        items = [(n, info, info) for n, info in index.items()]
+        seen = 0
+        for name, a, b in reader.pairs(items):
+            assert torch.equal(a, params[name]) and torch.equal(b, params[name])
+            seen += 1
+        assert seen == len(index)
+        del a, b
+        gc.collect()
+        file = str(index[TARGET].file)
+
+        def mapped() -> int:
+            return Path("/proc/self/maps").read_text().count(file)
+
+        assert mapped() == 0
+        t = reader.get(index[TARGET])
+        assert mapped() == 1
+        del t
+        gc.collect()
+        assert mapped() == 0
