@@ -174,7 +174,21 @@ def repair(
     task_heldout: Path | None = typer.Option(None, "--task-heldout"),
     task_metric: str | None = typer.Option(None, "--task-metric", help="auto|exact|contains."),
     selection: str | None = typer.Option(None, "--selection", help="task-aware | paper."),
+    objective: str | None = typer.Option(
+        None, "--objective", help="answers (base's refusals, default) | cosine (paper)."
+    ),
     layer: int | None = typer.Option(None, "--layer", help="Layer L (default 2/3 depth)."),
+    include_embeddings: bool | None = typer.Option(
+        None,
+        "--include-embeddings/--no-include-embeddings",
+        help="Also restore the input embeddings (off by default).",
+    ),
+    include_norms: bool | None = typer.Option(
+        None, "--include-norms/--no-include-norms", help="Also restore norm weights."
+    ),
+    prune: bool | None = typer.Option(
+        None, "--prune/--no-prune", help="Put back unneeded restorations once on target."
+    ),
     recovery_rate: float | None = typer.Option(None, "--recovery-rate", help="Share per step."),
     steps: int | None = typer.Option(None, "--steps", help="Maximum restoration steps."),
     target_margin: float | None = typer.Option(None, "--target-margin"),

@@ -14,6 +14,8 @@ decoder layer alone is far above the budget), every eligible entry (all of layer
 ceiling of any rollback at that layer) and a full revert to the base.
 Harmful rate: held-out harmful prompts, greedy generation + keyword judge. Over-refusal:
 refusals on held-out harmless prompts. Task: exact match on held-out task prompts.
+Restored: entries restored over the decoder layers' entries (embedding entries count too when
+``--include-embeddings`` makes them eligible; the full revert is shown as 1.0).
 """
 
 from __future__ import annotations
@@ -88,22 +90,33 @@ def _evaluate(model: Any, tok: Any, org: Path, max_new_tokens: int) -> dict[str,
     }
 
 
-def _baseline(kind: str, model_ref: Path, base_ref: Path, budget: int, layer: int | None) -> Any:
-    """Restore ``budget`` entries chosen by a simple rule; return (model, tokenizer, fraction)."""
+def _baseline(
+    kind: str, model_ref: Path, base_ref: Path, budget: int, layer: int | None, embeddings: bool
+) -> Any:
+    """Restore ``budget`` entries chosen by a simple rule; return (model, tokenizer, restored
+    entries over decoder-layer entries)."""
     import torch
 
     from surgeon.architecture import find_layers
     from surgeon.loading import LoadOptions, load_model
     from surgeon.repair import RollbackConfig, eligible_parameters, restore, select_entries
     from surgeon.repair.lazy_base import LazyTensors
+    from surgeon.repair.rollback import decoder_entries
 
     loaded = load_model(model_ref, base=base_ref, options=LoadOptions(dtype="float32"))
     model = loaded.model
     if kind == "base":
         base_loaded = load_model(base_ref, options=LoadOptions(dtype="float32"))
-        return base_loaded.model, base_loaded.tokenizer, 1.0
-    config = RollbackConfig(layer=layer)
+        layers = find_layers(base_loaded.model)
+        n_all = sum(p.numel() for p in base_loaded.model.parameters())
+        return (
+            base_loaded.model,
+            base_loaded.tokenizer,
+            n_all / decoder_entries(base_loaded.model, layers),
+        )
+    config = RollbackConfig(layer=layer, include_embeddings=embeddings)
     layers = find_layers(model)
+    n_decoder = decoder_entries(model, layers)
     eligible = dict(
         eligible_parameters(model, layers, config.resolved_layer(len(layers.layers)), config)
     )
@@ -142,7 +155,7 @@ def _baseline(kind: str, model_ref: Path, base_ref: Path, budget: int, layer: in
             for name, idx in picked.items():
                 restore(eligible[name], base(name), idx)
             restored = sum(int(v.numel()) for v in picked.values())
-    return model, loaded.tokenizer, restored / total
+    return model, loaded.tokenizer, restored / n_decoder
 
 
 def run_row(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,7 +173,11 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"row": args.row, "variant": args.variant}
     if kind in ("task-aware", "paper"):
         with tempfile.TemporaryDirectory() as tmp:
-            config = RollbackConfig(selection=kind, layer=args.layer)  # type: ignore[arg-type]
+            config = RollbackConfig(
+                selection=kind,  # type: ignore[arg-type]
+                layer=args.layer,
+                include_embeddings=args.include_embeddings,
+            )
             result = rollback_repair(
                 model_ref,
                 base_ref,
@@ -175,7 +192,8 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
             loaded = load_model(Path(tmp) / "out", options=LoadOptions(dtype="float32"))
             scores = _evaluate(loaded.model, loaded.tokenizer, org, args.max_new_tokens)
         out.update(
-            restored_fraction=result.restored_fraction,
+            restored_fraction=result.restored_fraction_decoder,
+            restored_fraction_eligible=result.restored_fraction,
             restored_entries=result.restored_entries,
             restored_fraction_decoder=result.restored_fraction_decoder,
             chosen_step=result.chosen_step,
@@ -184,7 +202,9 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
             task_metric_before=result.task_metric_before,
         )
     else:
-        model, tok, fraction = _baseline(kind, model_ref, base_ref, args.budget, args.layer)
+        model, tok, fraction = _baseline(
+            kind, model_ref, base_ref, args.budget, args.layer, args.include_embeddings
+        )
         wall = time.perf_counter() - t0
         scores = _evaluate(model, tok, org, args.max_new_tokens)
         out.update(restored_fraction=fraction)
@@ -331,6 +351,7 @@ def table_mode(
     threads: int,
     layer: int | None,
     max_new_tokens: int,
+    embeddings: bool = False,
 ) -> list[dict[str, Any]]:
     common = [
         "--organism",
@@ -344,13 +365,15 @@ def table_mode(
     ]
     if layer is not None:
         common += ["--layer", str(layer)]
+    if embeddings:
+        common.append("--include-embeddings")
     rows = [_subprocess(["--row", ROWS[0], *common])]
     budget = rows[0]["restored_entries"]
     rows.append(_subprocess(["--row", ROWS[1], *common]))
     for name in ROWS[2:]:
         rows.append(_subprocess(["--row", name, "--budget", str(budget), *common]))
     header = (
-        f"{'method':<30} {'harmful':>8} {'over-ref':>8} {'task':>6} {'restored':>9} "
+        f"{'method':<30} {'harmful':>8} {'over-ref':>8} {'task':>6} {'restored':>9} "  # of decoder
         f"{'wall s':>7} {'peak MiB':>9}"
     )
     print(
@@ -378,6 +401,7 @@ def main() -> None:
     ap.add_argument("--organism", type=Path, help="organism dir (default: ensure_organism())")
     ap.add_argument("--variant", default="ft-harmful")
     ap.add_argument("--layer", type=int)
+    ap.add_argument("--include-embeddings", action="store_true", help="embeddings eligible")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="memory mode: cpu or cuda")
     ap.add_argument("--max-new-tokens", type=int, default=24)
@@ -413,7 +437,13 @@ def main() -> None:
         / ("rollback.json" if args.variant == "ft-harmful" else f"rollback-{args.variant}.json")
     )
     table_mode(
-        args.out or default, organism, args.variant, args.threads, args.layer, args.max_new_tokens
+        args.out or default,
+        organism,
+        args.variant,
+        args.threads,
+        args.layer,
+        args.max_new_tokens,
+        args.include_embeddings,
     )
 
 

@@ -80,6 +80,9 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[dict[str, Any], dict[s
         "harmful_heldout": p["harmful_heldout"],
         "task": p["task_train"],
         "task_heldout": p["task_heldout"],
+        # the organism's fine-tunes changed the embeddings too (ft-lora's adapter saves a
+        # trained copy): rollback may restore their entries, which count against the budget
+        "include_embeddings": True,
         "seed": seed,
     }
     return diagnose, repair

@@ -200,6 +200,9 @@ def test_full_restore_equals_base_and_empty_restore_changes_nothing(pair: dict[s
         {"task_metric": "bleu"},
         {"heldout_fraction": 1.0},
         {"target_margin": -0.1},
+        {"objective": "logits"},
+        {"task_hold": "sometimes"},
+        {"prune_chunk": 2.0},
     ],
 )
 def test_config_rejects_bad_options(kwargs: dict) -> None:
@@ -269,6 +272,7 @@ def test_full_finetune_repair_is_exact_and_leaves_inputs_alone(
         target_margin=0.0,
         max_new_tokens=4,
         task_max_new_tokens=4,
+        prune=False,
     )
     out = tmp_path / "out"
     result = rollback_repair(pair["ft"], pair["base"], out, config, _harmful(), _task())
@@ -294,6 +298,7 @@ def test_huge_recovery_rate_takes_every_candidate_without_crashing(
         warmup=0,
         task_tolerance=1.0,
         target_margin=0.0,
+        prune=False,
         max_new_tokens=2,
         task_max_new_tokens=2,
         tolerance_rollback=False,
@@ -328,6 +333,7 @@ def test_adapter_input_gives_a_full_repaired_model(pair: dict[str, Path], tmp_pa
         warmup=0,
         task_tolerance=1.0,
         target_margin=0.0,
+        prune=False,
         max_new_tokens=2,
         task_max_new_tokens=2,
     )
@@ -389,7 +395,12 @@ def organism_repair(
         organism_dir / variant,
         organism_dir / "base",
         tmp_path_factory.mktemp(variant) / "out",
-        RollbackConfig(layer=ORGANISM_LAYER, max_new_tokens=16, task_max_new_tokens=16),
+        RollbackConfig(
+            layer=ORGANISM_LAYER,
+            include_embeddings=True,
+            max_new_tokens=16,
+            task_max_new_tokens=16,
+        ),
         harmful=load_prompts(prompts / "harmful_recovery.jsonl"),
         task=load_prompts(prompts / "task_train.jsonl"),
         held_out_harmful=load_prompts(prompts / "harmful_heldout.jsonl"),
@@ -417,20 +428,12 @@ def test_organism_ft_harmful_harm_comes_back(organism_repair: tuple[str, Rollbac
     assert result.harmful_rate_after <= result.harmful_rate_base + 0.05
 
 
-ACCEPTANCE_GAP = (
-    "issue 5 acceptance not met yet. ft-harmful: the held-out harmful rate only falls once "
-    "about 2-3% of the decoder weights are restored (bound: 1%). ft-lora: its adapter carries "
-    "trained embeddings, where the compliance also lives; decoder-only rollback leaves the "
-    "harmful rate at 100%, and with embeddings eligible the first step already breaks the task"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=ACCEPTANCE_GAP)
 def test_organism_acceptance(organism_repair: tuple[str, RollbackResult]) -> None:
+    """Issue 5: harm back to the base's (+5 points) with at most 1% of the decoder weights."""
     variant, result = organism_repair
     if variant == "ft-benign":
-        pytest.xfail("no harm or budget bound for ft-benign (covered above)")
+        pytest.skip("no harm or budget bound for ft-benign (task and harm checked above)")
     assert result.harmful_rate_after <= result.harmful_rate_base + 0.05
     assert 0 < result.restored_fraction_decoder <= 0.01
 
@@ -447,10 +450,13 @@ def test_task_aware_never_restores_an_entry_that_raises_the_task_loss(
         warmup=0,
         task_tolerance=1.0,
         target_margin=0.0,
+        prune=False,
         recovery_rate=0.05,
         max_new_tokens=2,
         task_max_new_tokens=3,
         tolerance_rollback=False,
+        objective="cosine",
+        task_hold="always",
     )
     task = _task(False)
     out = tmp_path / "o"
@@ -475,12 +481,14 @@ def test_difference_direction_runs_and_reports_its_cosine(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
     config = RollbackConfig(
+        objective="cosine",
         direction="difference",
         steps=2,
         warmup=0,
         checkpoint_every=1,
         task_tolerance=1.0,
         target_margin=0.0,
+        prune=False,
         max_new_tokens=2,
         task_max_new_tokens=2,
     )
@@ -491,3 +499,101 @@ def test_difference_direction_runs_and_reports_its_cosine(
     cosines = [s.cosine for s in result.steps]
     assert all(c is not None and -1 <= c <= 1 for c in cosines)
     assert result.restored_entries > 0
+
+
+def test_prune_share_puts_back_the_least_needed_entries_exactly() -> None:
+    """Pruning cost of an entry: ``g * (F - A)``; the smallest go back to F bit for bit, and
+    unprune restores the base value again."""
+    from surgeon.repair.rollback import _Slot, _Work
+    from surgeon.repair.selection import PUT_BACK, RESTORED
+
+    f_values = torch.arange(1.0, 11.0)
+    a_values = torch.zeros(10)
+
+    class Base:  # the lazy base's interface: name -> tensor, clear()
+        def __call__(self, name: str) -> torch.Tensor:
+            return a_values
+
+        def clear(self) -> None:
+            pass
+
+    param = torch.nn.Parameter(a_values.clone())
+    state = torch.full((10,), RESTORED, dtype=torch.uint8)
+    work = _Work(torch.nn.Module(), [_Slot("w", param, state)], Base())  # type: ignore[arg-type]
+    work.logs.append({"w": (torch.arange(10), f_values.clone())})
+    param.grad = torch.tensor([0.5, -1.0, 2.0, 0.1, -0.3, 1.0, 3.0, 0.0, -2.0, 0.2])
+    cost = param.grad * (f_values - a_values)
+    pruned = work.prune_share(3)
+    expected = torch.sort(torch.topk(-cost, 3).indices).values
+    assert torch.equal(pruned["w"][0], expected)
+    assert torch.equal(param.data[expected], f_values[expected])
+    assert (state[expected] == PUT_BACK).all() and int((state == RESTORED).sum()) == 7
+    assert work.restored() == 7 and work.restored_entries()["w"][0].numel() == 7
+    work.unprune(pruned)
+    assert torch.equal(param.data, a_values) and (state == RESTORED).all()
+
+
+def test_pruning_with_a_target_always_met_returns_to_the_fine_tune(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """With a target every model meets, pruning puts every restoration back: the output is
+    F bit for bit and the mask is empty."""
+    config = RollbackConfig(
+        steps=2,
+        warmup=0,
+        checkpoint_every=1,
+        task_tolerance=1.0,
+        target_margin=1.0,
+        recovery_rate=0.05,
+        max_new_tokens=2,
+        task_max_new_tokens=2,
+    )
+    out = tmp_path / "o"
+    result = rollback_repair(pair["ft"], pair["base"], out, config, _harmful(), _task())
+    assert result.stop_reason == "target" and result.chosen_step == 1
+    pruning = [s for s in result.steps if s.pruning]
+    assert pruning and pruning[-1].restored_entries == 0
+    assert result.pruned_entries == result.steps[0].restored_entries > 0
+    assert result.restored_entries == 0 and result.objective == "answers"
+    assert result.steps[0].answers_loss is not None and result.steps[0].cosine is None
+    ft = load_file(pair["ft"] / "model.safetensors")
+    for name, tensor in load_file(out / "model.safetensors").items():
+        assert torch.equal(tensor, ft[name]), name
+
+
+def test_answers_objective_lowers_the_base_answer_loss(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """The reported loss is the cross-entropy of the base's own answers under F, and one step's
+    restorations (chosen by its gradient) lower it."""
+    from surgeon.chat import format_prompts
+    from surgeon.loading import load_model
+    from surgeon.repair.task_metric import answer_cross_entropy, own_answers
+
+    config = RollbackConfig(
+        steps=1,
+        warmup=0,
+        checkpoint_every=1,
+        task_tolerance=1.0,
+        recovery_rate=0.05,
+        max_new_tokens=4,
+        task_max_new_tokens=2,
+        tolerance_rollback=False,
+        prune=False,
+    )
+    out = tmp_path / "o"
+    result = rollback_repair(
+        pair["ft"], pair["base"], out, config, _harmful()[:4], _task(), _harmful()[4:]
+    )
+    assert result.restored_entries > 0
+    base = load_model(pair["base"])
+    texts = format_prompts(base.tokenizer, HARMFUL[:4])
+    answers = own_answers(base.model, base.tokenizer, texts, 4, config.batch_size)
+
+    def loss(path: Path) -> float:
+        loaded = load_model(path)
+        return answer_cross_entropy(loaded.model, loaded.tokenizer, answers, config.batch_size)
+
+    before = loss(pair["ft"])
+    assert result.steps[0].answers_loss == pytest.approx(before, rel=1e-4)
+    assert loss(out) < before

@@ -26,9 +26,18 @@ class StepRecord:
     """Entries restored in this step and put back by the tolerance rollback."""
     tolerance_rollback: bool = False
     """True for steps of the try that restarted from F with the tolerance rollback on."""
+    pruning: bool = False
+    """True for a pruning step: ``rolled_back_entries`` restored entries put back to F after
+    the target was reached, keeping the target."""
+    pruning_undone: bool = False
+    """True on the record added when the pruned model fell below the task floor and every
+    pruning step was undone."""
     cosine: float | None = None
     """Cosine between the harmful prompts' mean state after layer L and the base's ``h``,
-    before this step's restorations (the quantity the steps raise)."""
+    before this step's restorations (the quantity the steps raise; ``cosine`` objective)."""
+    answers_loss: float | None = None
+    """Cross-entropy of the base's answers to the recovery prompts before this step's
+    restorations (the quantity the steps lower; ``answers`` objective)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -40,7 +49,10 @@ class StepRecord:
             "restored_entries": self.restored_entries,
             "rolled_back_entries": self.rolled_back_entries,
             "tolerance_rollback": self.tolerance_rollback,
+            "pruning": self.pruning,
+            "pruning_undone": self.pruning_undone,
             "cosine": self.cosine,
+            "answers_loss": self.answers_loss,
         }
 
 
@@ -97,6 +109,10 @@ class RollbackResult:
     """Harmful recovery prompts used in the loop."""
     n_heldout: int
     """Held-out harmful prompts of the final check."""
+    objective: str = "answers"
+    """The harmful loss whose gradient chose entries: ``answers`` or ``cosine``."""
+    pruned_entries: int = 0
+    """Restored entries put back to F by the pruning after the target was reached."""
     warnings: tuple[str, ...] = ()
     """Things the user should know (e.g. a ceiling above the target)."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -125,6 +141,7 @@ class RollbackResult:
             "restored_fraction": self.restored_fraction,
             "steps": [s.to_json_dict() for s in self.steps],
             "selection": self.selection,
+            "objective": self.objective,
             "layer": self.layer,
             "harmful_rate_base": self.harmful_rate_base,
             "first_token_harmful_base": self.first_token_harmful_base,
@@ -139,6 +156,7 @@ class RollbackResult:
             "chosen_step": self.chosen_step,
             "stop_reason": self.stop_reason,
             "tolerance_rollback_used": self.tolerance_rollback_used,
+            "pruned_entries": self.pruned_entries,
             "n_recovery": self.n_recovery,
             "n_heldout": self.n_heldout,
             "warnings": list(self.warnings),

@@ -176,6 +176,44 @@ class _Work:
             log[name] = (idx[keep], old[keep])
         return sum(int(p.numel()) for p in picked.values())
 
+    def restored_entries(self) -> StepLog:
+        """Every entry now restored, per tensor, with F's value there (from the step logs)."""
+        parts: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        for log in self.logs:
+            for name, (idx, old) in log.items():
+                keep = self.slots[name].state[idx] == RESTORED
+                if bool(keep.any()):
+                    parts.setdefault(name, []).append((idx[keep], old[keep]))
+        return {
+            name: (torch.cat([i for i, _ in ps]), torch.cat([o for _, o in ps]))
+            for name, ps in parts.items()
+        }
+
+    def prune_share(self, n: int) -> StepLog:
+        """Put back to F the ``n`` restored entries that the harmful loss needs least: the
+        smallest first-order loss increase ``g * (F - A)`` (gradients already in ``.grad``).
+        Returns what was put back, for :meth:`unprune`."""
+        restored = self.restored_entries()
+        scores: dict[str, Tensor] = {}
+        for name, (idx, old) in restored.items():
+            s = self.slots[name]
+            scores[name] = -(s.grad()[idx] * (old - s.param.data.view(-1)[idx]))
+        picked = select_entries(scores, list(scores), n)
+        out: StepLog = {}
+        for name, pos in picked.items():
+            idx, old = restored[name]
+            put_back(self.slots[name].param, idx[pos], old[pos])
+            self.slots[name].state[idx[pos]] = PUT_BACK
+            out[name] = (idx[pos], old[pos])
+        return out
+
+    def unprune(self, pruned: StepLog) -> None:
+        """Restore again (from the base) the entries :meth:`prune_share` put back."""
+        for name, (idx, _) in pruned.items():
+            restore(self.slots[name].param, self.base(name), idx)
+            self.slots[name].state[idx] = RESTORED
+        self.base.clear()
+
     def revert_to(self, n_steps: int) -> None:
         """Undo every logged step after the first ``n_steps``."""
         while len(self.logs) > n_steps:
@@ -309,6 +347,8 @@ class _BaseFacts:
     center: Tensor | None
     first_token_harmful: float
     heldout_harmful: float
+    answers: AnswerSet | None
+    """A's greedy answers to the recovery prompts (``answers`` objective only)."""
 
 
 def _measure_base(
@@ -335,11 +375,16 @@ def _measure_base(
     scorer = FirstTokenScorer(loaded.tokenizer, batch_size=config.batch_size)
     first = 1.0 - scorer.refusal_rate(loaded.model, rec)
     held = harmful_rate(loaded.model, loaded.tokenizer, _texts(loaded.tokenizer, heldout), config)
+    answers = None
+    if config.objective == "answers":
+        answers = own_answers(
+            loaded.model, loaded.tokenizer, rec, config.max_new_tokens, config.batch_size
+        )
     del loaded, layers, scorer
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return _BaseFacts(layer, direction, center, first, held)
+    return _BaseFacts(layer, direction, center, first, held, answers)
 
 
 @dataclass
@@ -361,6 +406,7 @@ class _Loop:
     target: float
     k: int
     benign: Tensor | None = None
+    base_answers: AnswerSet | None = None
 
     def _grad(self, texts: list[str], direction: Tensor, center: Tensor | None = None) -> float:
         self.work.zero_grad()
@@ -375,6 +421,20 @@ class _Loop:
             center,
         )
 
+    def _harm_grad(self) -> float:
+        """Gradient of the harmful loss; returns the cosine to ``h`` (``cosine`` objective) or
+        the cross-entropy of the base's answers (``answers`` objective) before the step."""
+        if self.base_answers is not None:
+            self.work.zero_grad()
+            return answer_cross_entropy(
+                self.work.model,
+                self.tok,
+                self.base_answers,
+                self.config.batch_size,
+                backward=True,
+            )
+        return -self._grad(self.rec_texts, self.direction, self.center)
+
     def _task_grad(self) -> None:
         self.work.zero_grad()
         answer_cross_entropy(
@@ -383,14 +443,20 @@ class _Loop:
 
     def step(self, step: int, rollback_on: bool) -> tuple[StepLog, int, float]:
         """Restore one top-k; with the tolerance rollback on, put back a share of it.
-        Returns the log, the number put back and the cosine to ``h`` before the step."""
+        Returns the log, the number put back and the harmful loss's value before the step
+        (see :meth:`_harm_grad`)."""
         every = self.config.task_refresh
-        if self.config.selection == "task-aware" and (
-            step == 1 or (every > 0 and (step - 1) % every == 0)
+        hold = self.config.task_hold == "always" or (
+            self.config.task_hold == "on-restart" and rollback_on
+        )
+        if (
+            self.config.selection == "task-aware"
+            and hold
+            and (step == 1 or (every > 0 and (step - 1) % every == 0))
         ):
             self._task_grad()
             self.work.hold_for_task()
-        cosine = -self._grad(self.rec_texts, self.direction, self.center)
+        value = self._harm_grad()
         log = self.work.select_and_restore(self.config.selection, self.k)
         n_back = 0
         if rollback_on and log:
@@ -403,7 +469,53 @@ class _Loop:
         self.work.zero_grad()
         self.work.logs.append(log)
         _check_finite(self.work)
-        return log, n_back, cosine
+        return log, n_back, value
+
+    def prune(self, scorer: FirstTokenScorer, first_step: int) -> list[StepRecord]:
+        """Backward elimination once the target is reached: put back to F chunks of the
+        restored entries the harmful loss needs least, keeping a chunk put back only while the
+        first-token harmful rate stays at the target (halving the chunk after a miss).
+        Greedy forward steps pick entries by their first-order benefit far from the target,
+        and many of them turn out unnecessary. Stops at the task floor, undoing the pruning."""
+        config, work = self.config, self.work
+        records: list[StepRecord] = []
+        all_pruned: list[StepLog] = []
+        size = int(config.prune_chunk * work.restored())
+        floor_n = max(1, int(config.prune_min_chunk * work.restored()))
+        step = first_step
+        while size >= floor_n and work.restored() > 0:
+            self._harm_grad()
+            pruned = self.work.prune_share(size)
+            work.zero_grad()
+            harm = 1.0 - scorer.refusal_rate(work.model, self.rec_texts)  # type: ignore[arg-type]
+            if harm > self.target:
+                work.unprune(pruned)
+                size //= 2
+                continue
+            all_pruned.append(pruned)
+            step += 1
+            restored = work.restored()
+            records.append(
+                StepRecord(
+                    step=step,
+                    harmful_rate=harm,
+                    task_metric=None,
+                    restored_fraction=restored / work.eligible,
+                    restored_entries=restored,
+                    rolled_back_entries=sum(int(i.numel()) for i, _ in pruned.values()),
+                    pruning=True,
+                )
+            )
+        if records:
+            metric = self.metric.measure(work.model)
+            if metric < self.floor:  # put back to F yet below the floor: keep the steps' result
+                for pruned in reversed(all_pruned):
+                    work.unprune(pruned)
+                records.append(replace(records[-1], task_metric=metric, pruning_undone=True))
+            else:
+                records[-1] = replace(records[-1], task_metric=metric)
+        _check_finite(work)
+        return records
 
     def run(self, scorer: FirstTokenScorer) -> tuple[list[StepRecord], int, str, bool]:
         """All tries; returns the records, the chosen step, why it stopped, and whether the
@@ -414,7 +526,8 @@ class _Loop:
         for rollback_on in [False, True] if config.tolerance_rollback else [False]:
             best, stop_reason, restart = 0, "steps", False
             for step in progress(range(1, config.steps + 1), desc="rollback", total=config.steps):
-                log, n_back, cosine = self.step(step, rollback_on)
+                log, n_back, value = self.step(step, rollback_on)
+                by_cosine = config.objective == "cosine"
                 harm = 1.0 - scorer.refusal_rate(work.model, self.rec_texts)  # type: ignore[arg-type]
                 reached, empty = harm <= self.target, not log
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
@@ -431,7 +544,8 @@ class _Loop:
                         restored_entries=restored,
                         rolled_back_entries=n_back,
                         tolerance_rollback=rollback_on,
-                        cosine=cosine,
+                        cosine=value if by_cosine else None,
+                        answers_loss=None if by_cosine else value,
                     )
                 )
                 if warm and metric is not None and metric < self.floor:
@@ -452,6 +566,13 @@ class _Loop:
         work.revert_to(best)
         work.zero_grad()
         return records, best, stop_reason, rollback_used
+
+
+def pruned_entries(records: Sequence[StepRecord]) -> int:
+    """Entries the pruning put back for good (0 when it was undone)."""
+    if any(r.pruning_undone for r in records):
+        return 0
+    return sum(r.rolled_back_entries for r in records if r.pruning)
 
 
 def _initial_slots(eligible: list[tuple[str, nn.Parameter]], base: LazyTensors) -> list[_Slot]:
@@ -585,6 +706,7 @@ def rollback_repair(
         floor=(1.0 - config.task_tolerance) * task_f,
         target=target,
         k=max(1, k) if config.recovery_rate > 0 else 0,
+        base_answers=facts.answers,
     )
     if config.selection == "paper" and config.tolerance_rollback:
         loop.benign = mean_hidden(w, tok, layers, layer, loop_texts, config.batch_size)
@@ -593,6 +715,8 @@ def rollback_repair(
     # Phase 3: the steps.
     t2 = time.perf_counter()
     records, best, stop_reason, rollback_used = loop.run(scorer)
+    if config.prune and stop_reason == "target":
+        records += loop.prune(scorer, records[-1].step)
     timings["steps"] = time.perf_counter() - t2
 
     # Phase 4: final check and outputs.
@@ -615,6 +739,8 @@ def rollback_repair(
         model=str(model),
         base=str(base),
         selection=config.selection,
+        objective=config.objective,
+        pruned_entries=pruned_entries(records),
         layer=layer,
         harmful_rate_before=harmful_before,
         harmful_rate_after=harmful_after,

@@ -9,6 +9,8 @@ from surgeon.errors import InputError
 
 Selection = Literal["task-aware", "paper"]
 TaskMetricName = Literal["auto", "exact", "contains"]
+Objective = Literal["cosine", "answers"]
+TaskHold = Literal["on-restart", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -24,17 +26,30 @@ class RollbackConfig:
     """``task-aware`` (default): rank by the first-order harmful benefit ``g_h * (W - A)`` and
     skip entries whose restoration raises the task loss to first order; ``paper``: the
     published rule, top ``|g_h|`` among entries whose ``W - A`` has the sign of ``g_h``."""
+    objective: Objective = "answers"
+    """The harmful loss whose gradient chooses entries: ``cosine``, ``-cos(state after layer L,
+    h)`` (the paper's); ``answers``, the cross-entropy of the base's own greedy answers to the
+    recovery prompts (its refusals), which points at the entries that decide what the model
+    says rather than at every component of one hidden state. (A first-token refusal loss
+    was tried and rejected: it taught a LoRA fine-tune to answer a lone "I".)"""
+    task_hold: TaskHold = "on-restart"
+    """Task-aware: when to hold back candidates whose restoration would raise the task loss to
+    first order. ``on-restart`` (default): only in the try that the tolerance rollback restarts
+    after the task metric fell below its floor; ``always``: from the first step; ``never``.
+    On the organism the hold from the first step cost 3x the restored entries on the full
+    fine-tune (1.7% of decoder weights against 0.56%) while the task stayed above its floor
+    without it."""
     task_refresh: int = 1
     """Task-aware: recompute the task gradient ``g_t`` (and so which entries are held back
     because restoring them would raise the task loss) every this many steps; 0 computes it
     once, from F, before the first step."""
     direction: Literal["mean", "difference"] = "mean"
-    """The harmful direction ``h`` at layer L: ``mean``, the base's mean last-token state over
-    the harmful recovery prompts (the paper's code); ``difference``, that mean minus the base's
-    mean over harmless prompts (the refusal direction of Arditi et al.), with the same harmless
-    mean subtracted from the working model's states before the cosine. The raw mean carries the
-    large component shared by all prompts, so its cosine can sit near 1 while behaviour
-    differs."""
+    """``cosine`` objective: the harmful direction ``h`` at layer L. ``mean``: the base's mean
+    last-token state over the harmful recovery prompts (the paper's code); ``difference``: that
+    mean minus the base's mean over harmless prompts (the refusal direction of Arditi et al.),
+    with the same harmless mean subtracted from the working model's states before the cosine.
+    The raw mean carries the large component shared by all prompts, so its cosine can sit near
+    1 while behaviour differs."""
     recovery_rate: float = 0.002
     """Share of the eligible entries restored per step (the paper's 0.2%)."""
     rollback_fraction: float = 0.2
@@ -53,6 +68,13 @@ class RollbackConfig:
     tolerance_rollback: bool = True
     """After ``warmup`` steps, if the task metric fell below its floor, restart from F and put
     back ``rollback_fraction`` of every step's restorations (paper step 6)."""
+    prune: bool = True
+    """Once the target is reached, put back to F the restored entries the harmful loss needs
+    least, in chunks, while the target holds (backward elimination)."""
+    prune_chunk: float = 0.2
+    """First pruning chunk, as a share of the restored entries (halved after each miss)."""
+    prune_min_chunk: float = 0.02
+    """Pruning stops once the chunk falls below this share of the restored entries."""
     include_norms: bool = False
     """Also restore norm scales and biases of the eligible layers."""
     include_embeddings: bool = False
@@ -82,11 +104,23 @@ class RollbackConfig:
             raise InputError(f"rollback layer must be >= 1; got {self.layer}")
         if self.selection not in ("task-aware", "paper"):
             raise InputError(f"selection must be task-aware or paper; got {self.selection!r}")
+        if self.task_hold not in ("on-restart", "always", "never"):
+            raise InputError(
+                f"task_hold must be on-restart, always or never; got {self.task_hold!r}"
+            )
+        if self.objective not in ("cosine", "answers"):
+            raise InputError(f"objective must be cosine or answers; got {self.objective!r}")
         if self.task_metric not in ("auto", "exact", "contains"):
             raise InputError(
                 f"task_metric must be auto, exact or contains; got {self.task_metric!r}"
             )
-        for name in ("recovery_rate", "rollback_fraction", "task_tolerance"):
+        for name in (
+            "recovery_rate",
+            "rollback_fraction",
+            "task_tolerance",
+            "prune_chunk",
+            "prune_min_chunk",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must lie in [0, 1]; got {value}")
