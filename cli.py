@@ -170,6 +170,9 @@ def repair(
     harmful_heldout: Path | None = typer.Option(
         None, "--harmful-heldout", help="Held-out harmful prompts for the final check."
     ),
+    harmless: Path | None = typer.Option(
+        None, "--harmless", help="Harmless prompts whose base answers guard over-refusal."
+    ),
     task: Path | None = typer.Option(None, "--task", help="Task .jsonl (prompt, reference)."),
     task_heldout: Path | None = typer.Option(None, "--task-heldout"),
     task_metric: str | None = typer.Option(None, "--task-metric", help="auto|exact|contains."),

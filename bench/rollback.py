@@ -187,6 +187,7 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
                 task=_prompts(org, "task_train"),
                 held_out_harmful=_prompts(org, "harmful_heldout"),
                 task_heldout=_prompts(org, "task_heldout"),
+                harmless=_prompts(org, "harmless_train"),
             )
             wall = time.perf_counter() - t0
             loaded = load_model(Path(tmp) / "out", options=LoadOptions(dtype="float32"))

@@ -78,6 +78,7 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[dict[str, Any], dict[s
         **REPAIR_DEFAULTS,
         "harmful": p["harmful_recovery"],
         "harmful_heldout": p["harmful_heldout"],
+        "harmless": p["harmless_train"],
         "task": p["task_train"],
         "task_heldout": p["task_heldout"],
         # the organism's fine-tunes changed the embeddings too (ft-lora's adapter saves a

@@ -115,6 +115,7 @@ REPAIR_DEFAULTS: dict[str, Any] = {
     "method": "rollback",
     "harmful": None,
     "harmful_heldout": None,
+    "harmless": None,
     "task": None,
     "task_heldout": None,
     "selection": "task-aware",
@@ -197,6 +198,7 @@ def run_repair(
     held_out = _prompts(settings["harmful_heldout"])
     task = _prompts(settings["task"])
     task_heldout = _prompts(settings["task_heldout"])
+    harmless = _prompts(settings["harmless"])
     with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
         result = rollback_repair(
             model,
@@ -207,6 +209,7 @@ def run_repair(
             task=task,
             held_out_harmful=held_out,
             task_heldout=task_heldout,
+            harmless=harmless,
             options=load_options(settings),
         )
         report = result.to_json_dict()

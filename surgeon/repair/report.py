@@ -35,6 +35,9 @@ class StepRecord:
     cosine: float | None = None
     """Cosine between the harmful prompts' mean state after layer L and the base's ``h``,
     before this step's restorations (the quantity the steps raise; ``cosine`` objective)."""
+    over_refusal: float | None = None
+    """First-token refusal rate on the over-refusal guard's harmless prompts after the step
+    (None without a guard)."""
     answers_loss: float | None = None
     """Cross-entropy of the base's answers to the recovery prompts before this step's
     restorations (the quantity the steps lower; ``answers`` objective)."""
@@ -53,6 +56,7 @@ class StepRecord:
             "pruning_undone": self.pruning_undone,
             "cosine": self.cosine,
             "answers_loss": self.answers_loss,
+            "over_refusal": self.over_refusal,
         }
 
 
@@ -109,6 +113,13 @@ class RollbackResult:
     """Harmful recovery prompts used in the loop."""
     n_heldout: int
     """Held-out harmful prompts of the final check."""
+    over_refusal_base: float | None = None
+    """Refusal rate of the base on the over-refusal guard's harmless prompts (greedy generation
+    + keyword judge; None without a guard)."""
+    over_refusal_before: float | None = None
+    """The same for the fine-tuned model."""
+    over_refusal_after: float | None = None
+    """The same for the repaired model."""
     objective: str = "answers"
     """The harmful loss whose gradient chose entries: ``answers`` or ``cosine``."""
     pruned_entries: int = 0
@@ -140,6 +151,9 @@ class RollbackResult:
             "task_metric_after": self.task_metric_after,
             "restored_fraction": self.restored_fraction,
             "steps": [s.to_json_dict() for s in self.steps],
+            "over_refusal_base": self.over_refusal_base,
+            "over_refusal_before": self.over_refusal_before,
+            "over_refusal_after": self.over_refusal_after,
             "selection": self.selection,
             "objective": self.objective,
             "layer": self.layer,

@@ -24,7 +24,7 @@ import random
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,7 @@ from surgeon.judges import FirstTokenScorer, KeywordJudge
 from surgeon.loading import LoadOptions, check_compatible, load_model, resolve_source
 from surgeon.progress import progress
 from surgeon.prompts import Prompt, load_bundled
+from surgeon.repair.guard import accumulate_guard_grad
 from surgeon.repair.hidden import accumulate_cosine_grad, mean_hidden
 from surgeon.repair.lazy_base import LazyTensors
 from surgeon.repair.mask import MASK_NAME, RollbackMask, save_mask
@@ -294,6 +295,7 @@ def harmful_rate(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     config: RollbackConfig,
+    desc: str = "harmful check",
 ) -> float:
     """Share of prompts answered without refusal (greedy generation, keyword judge)."""
     responses = generate(
@@ -303,7 +305,7 @@ def harmful_rate(
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
         seed=config.seed,
-        desc="harmful check",
+        desc=desc,
     )
     flags = KeywordJudge().harmful(list(texts), responses)
     return sum(flags) / len(flags) if flags else 0.0
@@ -349,6 +351,11 @@ class _BaseFacts:
     heldout_harmful: float
     answers: AnswerSet | None
     """A's greedy answers to the recovery prompts (``answers`` objective only)."""
+    guard_refusal: float
+    """A's first-token refusal rate on the harmless guard prompts (0 without a guard)."""
+    guard_generated: float | None
+    """A's refusal rate on the guard prompts by generation (None without a guard)."""
+    """A's first-token refusal rate on the harmless guard prompts (0 without a guard)."""
 
 
 def _measure_base(
@@ -377,14 +384,21 @@ def _measure_base(
     held = harmful_rate(loaded.model, loaded.tokenizer, _texts(loaded.tokenizer, heldout), config)
     answers = None
     if config.objective == "answers":
-        answers = own_answers(
-            loaded.model, loaded.tokenizer, rec, config.max_new_tokens, config.batch_size
+        texts = list(rec)
+        n_tokens = config.answer_tokens or config.max_new_tokens
+        answers = own_answers(loaded.model, loaded.tokenizer, texts, n_tokens, config.batch_size)
+    guard, guard_generated = 0.0, None
+    if config.over_refusal_guard:
+        guard_texts = _texts(loaded.tokenizer, harmless[: config.n_recovery])
+        guard = scorer.refusal_rate(loaded.model, guard_texts)
+        guard_generated = 1.0 - harmful_rate(
+            loaded.model, loaded.tokenizer, guard_texts, config, "over-refusal check"
         )
     del loaded, layers, scorer
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return _BaseFacts(layer, direction, center, first, held, answers)
+    return _BaseFacts(layer, direction, center, first, held, answers, guard, guard_generated)
 
 
 @dataclass
@@ -407,6 +421,22 @@ class _Loop:
     k: int
     benign: Tensor | None = None
     base_answers: AnswerSet | None = None
+    guard_texts: list[str] = field(default_factory=list)
+    """Harmless prompts of the over-refusal guard (empty: no guard)."""
+    guard_target: float = 1.0
+    """Most first-token refusal allowed on ``guard_texts``: the base's plus the margin."""
+    refusal_ids: tuple[int, ...] = ()
+
+    def measure(self, scorer: FirstTokenScorer) -> tuple[float, float | None]:
+        """First-token harmful rate on the recovery prompts, refusal rate on the guard's."""
+        model = self.work.model
+        harm = 1.0 - scorer.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
+        over = scorer.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
+        return harm, over
+
+    def on_target(self, harm: float, over: float | None) -> bool:
+        """Harm at its target and, with a guard, harmless refusal within its bound."""
+        return harm <= self.target and (over is None or over <= self.guard_target)
 
     def _grad(self, texts: list[str], direction: Tensor, center: Tensor | None = None) -> float:
         self.work.zero_grad()
@@ -426,14 +456,25 @@ class _Loop:
         the cross-entropy of the base's answers (``answers`` objective) before the step."""
         if self.base_answers is not None:
             self.work.zero_grad()
-            return answer_cross_entropy(
+            value = answer_cross_entropy(
                 self.work.model,
                 self.tok,
                 self.base_answers,
                 self.config.batch_size,
                 backward=True,
             )
-        return -self._grad(self.rec_texts, self.direction, self.center)
+        else:
+            value = -self._grad(self.rec_texts, self.direction, self.center)
+        if self.guard_texts:
+            accumulate_guard_grad(
+                self.work.model,
+                self.tok,
+                self.guard_texts,
+                self.refusal_ids,
+                self.config.batch_size,
+                self.config.guard_weight,
+            )
+        return value
 
     def _task_grad(self) -> None:
         self.work.zero_grad()
@@ -487,8 +528,8 @@ class _Loop:
             self._harm_grad()
             pruned = self.work.prune_share(size)
             work.zero_grad()
-            harm = 1.0 - scorer.refusal_rate(work.model, self.rec_texts)  # type: ignore[arg-type]
-            if harm > self.target:
+            harm, over = self.measure(scorer)
+            if not self.on_target(harm, over):
                 work.unprune(pruned)
                 size //= 2
                 continue
@@ -504,6 +545,7 @@ class _Loop:
                     restored_entries=restored,
                     rolled_back_entries=sum(int(i.numel()) for i, _ in pruned.values()),
                     pruning=True,
+                    over_refusal=over,
                 )
             )
         if records:
@@ -528,8 +570,8 @@ class _Loop:
             for step in progress(range(1, config.steps + 1), desc="rollback", total=config.steps):
                 log, n_back, value = self.step(step, rollback_on)
                 by_cosine = config.objective == "cosine"
-                harm = 1.0 - scorer.refusal_rate(work.model, self.rec_texts)  # type: ignore[arg-type]
-                reached, empty = harm <= self.target, not log
+                harm, over = self.measure(scorer)
+                reached, empty = self.on_target(harm, over), not log
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
                 ckpt = step % config.checkpoint_every == 0 or reached or empty
                 ckpt = ckpt or step == config.steps
@@ -546,6 +588,7 @@ class _Loop:
                         tolerance_rollback=rollback_on,
                         cosine=value if by_cosine else None,
                         answers_loss=None if by_cosine else value,
+                        over_refusal=over,
                     )
                 )
                 if warm and metric is not None and metric < self.floor:
@@ -638,7 +681,9 @@ def rollback_repair(
 
     # Phase 1: the base alone, freed before the fine-tuned model is loaded.
     harmless_prompts = list(harmless) if harmless else []
-    if config.direction == "difference" and not harmless_prompts:
+    wants_harmless = config.direction == "difference" and config.objective == "cosine"
+    wants_harmless |= config.over_refusal_guard
+    if wants_harmless and not harmless_prompts:
         harmless_prompts = load_bundled("harmless")
     facts = _measure_base(base, opts, recovery, heldout, harmless_prompts, config)
     layer = facts.layer
@@ -676,6 +721,14 @@ def rollback_repair(
         else _metric(metric_name, tok, final_texts, task_final, final_answers, config)
     )
     harmful_before = harmful_rate(w, tok, held_texts, config)
+    guard_texts = (
+        _texts(tok, harmless_prompts[: config.n_recovery]) if config.over_refusal_guard else []
+    )
+    over_before = (
+        1.0 - harmful_rate(w, tok, guard_texts, config, "over-refusal check")
+        if guard_texts
+        else None
+    )
     task_f = loop_metric.measure(w)
     task_before = task_f if final_metric is loop_metric else final_metric.measure(w)
     work = _Work(w, _initial_slots(eligible, base_reader), base_reader)
@@ -707,6 +760,9 @@ def rollback_repair(
         target=target,
         k=max(1, k) if config.recovery_rate > 0 else 0,
         base_answers=facts.answers,
+        guard_texts=guard_texts,
+        guard_target=facts.guard_refusal + config.over_refusal_margin,
+        refusal_ids=tuple(scorer.token_ids),
     )
     if config.selection == "paper" and config.tolerance_rollback:
         loop.benign = mean_hidden(w, tok, layers, layer, loop_texts, config.batch_size)
@@ -723,6 +779,11 @@ def rollback_repair(
     t3 = time.perf_counter()
     with torch.no_grad():
         harmful_after = harmful_rate(w, tok, held_texts, config)
+        over_after = (
+            1.0 - harmful_rate(w, tok, guard_texts, config, "over-refusal check")
+            if guard_texts
+            else None
+        )
         task_after = final_metric.measure(w)
     timings["final_eval"] = time.perf_counter() - t3
     t4 = time.perf_counter()
@@ -744,6 +805,9 @@ def rollback_repair(
         layer=layer,
         harmful_rate_before=harmful_before,
         harmful_rate_after=harmful_after,
+        over_refusal_base=facts.guard_generated,
+        over_refusal_before=over_before,
+        over_refusal_after=over_after,
         harmful_rate_base=facts.heldout_harmful,
         first_token_harmful_base=facts.first_token_harmful,
         first_token_target=loop.target,

@@ -32,6 +32,19 @@ class RollbackConfig:
     recovery prompts (its refusals), which points at the entries that decide what the model
     says rather than at every component of one hidden state. (A first-token refusal loss
     was tried and rejected: it taught a LoRA fine-tune to answer a lone "I".)"""
+    answer_tokens: int = 0
+    """``answers`` objective: score only the first this many tokens of each base answer (0: up
+    to ``max_new_tokens``)."""
+    over_refusal_guard: bool = True
+    """Guard against over-refusal: add the first-token refusal loss on harmless prompts (the
+    ``harmless`` prompts, else the bundled set) to the harmful loss, and count the target as
+    reached only while their first-token refusal rate is at most the base's plus
+    ``over_refusal_margin``. Without it the repaired LoRA organism refused 57% of held-out
+    harmless prompts (the base 1%)."""
+    over_refusal_margin: float = 0.05
+    """Allowed rise of the guard prompts' first-token refusal rate over the base's."""
+    guard_weight: float = 1.0
+    """Weight of the guard's loss next to the harmful loss."""
     task_hold: TaskHold = "on-restart"
     """Task-aware: when to hold back candidates whose restoration would raise the task loss to
     first order. ``on-restart`` (default): only in the try that the tolerance rollback restarts
@@ -126,6 +139,8 @@ class RollbackConfig:
                 raise InputError(f"{name} must lie in [0, 1]; got {value}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise InputError(f"heldout_fraction must lie in (0, 1); got {self.heldout_fraction}")
+        if self.over_refusal_margin < 0 or self.guard_weight < 0:
+            raise InputError("over_refusal_margin and guard_weight must be >= 0")
         if self.target_margin < 0:
             raise InputError(f"target_margin must be >= 0; got {self.target_margin}")
         for name in ("steps", "checkpoint_every", "batch_size", "max_new_tokens"):

@@ -184,6 +184,7 @@ _REPAIR_PAIRS = (
     # label, key before, key after, formatter, shown even when both keys are absent
     ("Harmful compliance rate", "harmful_rate_before", "harmful_rate_after", fmt_rate, True),
     ("Task metric", "task_metric_before", "task_metric_after", fmt_rate, True),
+    ("Over-refusal (guard prompts)", "over_refusal_before", "over_refusal_after", fmt_rate, False),
     ("Constraint violation rate", "violation_rate_before", "violation_rate_after", fmt_rate, False),
     ("CRAS (mean, 1-5)", "cras_before", "cras_after", fmt_num, False),
 )
@@ -197,6 +198,7 @@ def _repair_summary(report: Mapping[str, Any]) -> Table:
             rows.append(Row(label, (fmt(b), fmt(a))))
     for label, key, fmt in (
         ("Restored fraction", "restored_fraction", fmt_rate),
+        ("Restored / decoder-layer weights", "restored_fraction_decoder", fmt_rate),
         ("Trainable parameters", "trainable_params", fmt_num),
         ("Focal layers", "focal_layers", fmt_layers),
     ):
