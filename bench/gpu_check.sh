@@ -16,6 +16,7 @@ t0=$(date +%s)
 surgeon repair $ORG/ft-harmful --base $ORG/base --method rollback --layer 6 \
   --harmful $P/harmful_recovery.jsonl --harmful-heldout $P/harmful_heldout.jsonl \
   --task $P/task_train.jsonl --task-heldout $P/task_heldout.jsonl \
+  --harmless $P/harmless_train.jsonl --include-embeddings \
   --device cuda --out /tmp/gc-rep --json > "$OUT/repair.json"; echo "repair rc=$? $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
 surgeon diagnose /tmp/gc-rep --base $ORG/base --harmful $P/harmful_heldout.jsonl \
@@ -33,6 +34,7 @@ for name in ("diagnose", "repair", "diagnose_after"):
         print(name, "unreadable:", exc); continue
     b = r.get("behaviour", {})
     print(name, {k: r.get(k) for k in ("verdict", "harmful_rate_before", "harmful_rate_after",
-          "task_metric_before", "task_metric_after", "restored_fraction") if k in r},
+          "task_metric_before", "task_metric_after", "restored_fraction_decoder",
+          "over_refusal_before", "over_refusal_after", "peak_memory") if k in r},
           {k: b.get(k) for k in ("harmful_rate", "harmful_rate_base", "over_refusal_rate")})
 PY

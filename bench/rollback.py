@@ -53,8 +53,33 @@ KEYS = {
 HERE = Path(__file__).resolve().parent
 
 
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` size in bytes (``VmRSS`` now, ``VmHWM`` its peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def _rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process's own memory since it started.
+
+    ``VmHWM`` where /proc exists: ``ru_maxrss`` also counts the forked copy of the parent from
+    before ``exec``, so a worker started by a driver that holds a model would report the
+    driver's size (the memory rows before this fix did: their "baseline" was the driver's).
+    """
+    try:
+        return _status("VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_now() -> int:
+    """Current RSS (``VmRSS``; the peak where /proc is missing)."""
+    try:
+        return _status("VmRSS")
+    except (OSError, KeyError):
+        return _rss()
 
 
 # ----- worker side -------------------------------------------------------------------------
@@ -223,7 +248,7 @@ def run_memory_row(args: argparse.Namespace) -> dict[str, Any]:
     from surgeon.repair import RollbackConfig, rollback_repair
 
     harmful, harmless = load_bundled("harmful"), load_bundled("harmless")
-    baseline = _rss()
+    baseline = _rss_now()
     pair = Path(args.pair)
     config = RollbackConfig(
         steps=2,

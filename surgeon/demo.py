@@ -161,6 +161,7 @@ def before_after_table(result: DemoResult) -> Table:
     table.add_row(
         "task metric", "", _pct(r.get("task_metric_before")), _pct(r.get("task_metric_after"))
     )
-    table.add_row("weights restored", "", "", _pct(r.get("restored_fraction")))
+    restored = r.get("restored_fraction_decoder", r.get("restored_fraction"))
+    table.add_row("restored / decoder-layer weights", "", "", _pct(restored))
     table.add_row("verdict", "", b["verdict"], a["verdict"])
     return table

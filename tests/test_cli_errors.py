@@ -94,6 +94,15 @@ def test_repair_needs_base_and_sail_is_not_pretending(models: dict[str, Path], t
     )
 
 
+def test_repair_rejects_an_unknown_objective(models: dict[str, Path], tmp_path) -> None:
+    m = str(models["llama"])
+    run_error(
+        ["repair", m, "--base", m, "--objective", "logits", "--out", str(tmp_path / "o")],
+        "objective must be cosine or answers",
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from cli import app; app()", "diagnose", str(tmp_path / "nope")],
