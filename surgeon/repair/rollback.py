@@ -19,6 +19,7 @@ eligible parameters, one uint8 state per eligible entry and one base tensor at a
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import random
 import resource
@@ -524,7 +525,9 @@ class _Loop:
         size = int(config.prune_chunk * work.restored())
         floor_n = max(1, int(config.prune_min_chunk * work.restored()))
         step = first_step
-        while size >= floor_n and work.restored() > 0:
+        for _ in progress(itertools.count(1), desc="pruning"):  # one tick per tried chunk
+            if size < floor_n or work.restored() == 0:
+                break
             self._harm_grad()
             pruned = self.work.prune_share(size)
             work.zero_grad()
