@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from procmem import current_rss, peak_rss, status_bytes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -63,26 +64,6 @@ PROBE_REPEATS = 5
 # ----- memory helpers ----------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    """One ``/proc/self/status`` field (``VmRSS``, ``RssAnon``, ``RssFile``) in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _max_rss() -> int:
-    """Peak resident set size of this process so far, in bytes.
-
-    ``VmHWM`` rather than ``ru_maxrss``: Linux copies the parent's ``ru_maxrss`` into a forked
-    child, so a worker started by a big driver would report the driver's peak.
-    """
-    return (
-        max(_status_kib("VmHWM") * 1024, 0)
-        or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-
-
 class _Sampler:
     """Polls ``/proc/self/status`` in a thread: the peaks of anonymous and file-backed RSS."""
 
@@ -95,7 +76,7 @@ class _Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             for key in self.peak:
-                self.peak[key] = max(self.peak[key], _status_kib(key) * 1024)
+                self.peak[key] = max(self.peak[key], status_bytes(key))
             time.sleep(self.interval)
 
     def __enter__(self) -> _Sampler:
@@ -134,7 +115,7 @@ def worker_organism(args: dict[str, Any]) -> dict[str, Any]:
         "harmful_rate": report.behaviour.harmful.rate,
         "n_harmful": report.behaviour.harmful.n,
         "n_over_refusal": report.behaviour.over_refusal.n,
-        "peak_rss": _max_rss(),
+        "peak_rss": peak_rss(),
     }
 
 
@@ -142,7 +123,7 @@ def worker_read(args: dict[str, Any]) -> dict[str, Any]:
     """Read every tensor of both checkpoints with ``safe_open(...).get_tensor``."""
     from safetensors import safe_open
 
-    baseline = _status_kib("VmRSS") * 1024
+    baseline = current_rss()
     total = 0
     t0 = time.perf_counter()
     with _Sampler() as sampler:
@@ -158,7 +139,7 @@ def worker_read(args: dict[str, Any]) -> dict[str, Any]:
         "wall_s": wall,
         "bytes": total,
         "baseline_rss": baseline,
-        "peak_rss": _max_rss(),
+        "peak_rss": peak_rss(),
         "sampled_peaks": sampler.peak,
     }
 
@@ -167,7 +148,7 @@ def worker_compare(args: dict[str, Any]) -> dict[str, Any]:
     """``compare_weights`` on the pair, with RSS right before the call and its peak."""
     from probes.weights import compare_weights
 
-    baseline = _status_kib("VmRSS") * 1024
+    baseline = current_rss()
     t0 = time.perf_counter()
     with _Sampler() as sampler:
         result = compare_weights(args["model"], args["base"])
@@ -175,7 +156,7 @@ def worker_compare(args: dict[str, Any]) -> dict[str, Any]:
     return {
         "wall_s": wall,
         "baseline_rss": baseline,
-        "peak_rss": _max_rss(),
+        "peak_rss": peak_rss(),
         "sampled_peaks": sampler.peak,
         "n_params": result.n_params,
         "n_changed": result.n_changed,

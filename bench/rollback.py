@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import time
 import zlib
 from pathlib import Path
 from typing import Any
+
+from procmem import current_rss, peak_rss
 
 ROWS = (
     "surgeon rollback (task-aware)",
@@ -51,35 +52,6 @@ KEYS = {
     "full revert to base": "base",
 }
 HERE = Path(__file__).resolve().parent
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` size in bytes (``VmRSS`` now, ``VmHWM`` its peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _rss() -> int:
-    """Peak RSS of this process's own memory since it started.
-
-    ``VmHWM`` where /proc exists: ``ru_maxrss`` also counts the forked copy of the parent from
-    before ``exec``, so a worker started by a driver that holds a model would report the
-    driver's size (the memory rows before this fix did: their "baseline" was the driver's).
-    """
-    try:
-        return _status("VmHWM")
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _rss_now() -> int:
-    """Current RSS (``VmRSS``; the peak where /proc is missing)."""
-    try:
-        return _status("VmRSS")
-    except (OSError, KeyError):
-        return _rss()
 
 
 # ----- worker side -------------------------------------------------------------------------
@@ -234,7 +206,7 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         scores = _evaluate(model, tok, org, args.max_new_tokens)
         out.update(restored_fraction=fraction)
-    out.update(scores, wall_s=wall, peak_rss=_rss())
+    out.update(scores, wall_s=wall, peak_rss=peak_rss())
     return out
 
 
@@ -248,7 +220,7 @@ def run_memory_row(args: argparse.Namespace) -> dict[str, Any]:
     from surgeon.repair import RollbackConfig, rollback_repair
 
     harmful, harmless = load_bundled("harmful"), load_bundled("harmless")
-    baseline = _rss_now()
+    baseline = current_rss()
     pair = Path(args.pair)
     config = RollbackConfig(
         steps=2,
@@ -278,7 +250,7 @@ def run_memory_row(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "peak_cuda": result.peak_memory.get("cuda", 0),
         "baseline_rss": baseline,
-        "peak_rss": _rss(),
+        "peak_rss": peak_rss(),
         "wall_s": time.perf_counter() - t0,
         "eligible_entries": result.eligible_entries,
         "steps": len(result.steps),
