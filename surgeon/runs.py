@@ -218,6 +218,7 @@ def run_repair(
             "model": model,
             "base": base,
             "harmful": settings["harmful"],
+            "harmless": settings["harmless"],
             "task": settings["task"],
         }
         write_run_files(tmp, report, settings, inputs)

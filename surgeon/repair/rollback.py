@@ -346,7 +346,8 @@ class _BaseFacts:
     """What the base tells us before it is freed."""
 
     layer: int
-    direction: Tensor
+    direction: Tensor | None
+    """``h`` (``cosine`` objective only)."""
     center: Tensor | None
     first_token_harmful: float
     heldout_harmful: float
@@ -356,7 +357,6 @@ class _BaseFacts:
     """A's first-token refusal rate on the harmless guard prompts (0 without a guard)."""
     guard_generated: float | None
     """A's refusal rate on the guard prompts by generation (None without a guard)."""
-    """A's first-token refusal rate on the harmless guard prompts (0 without a guard)."""
 
 
 def _measure_base(
@@ -372,28 +372,29 @@ def _measure_base(
     layers = find_layers(loaded.model)
     layer = config.resolved_layer(loaded.spec.n_layers)
     rec = _texts(loaded.tokenizer, recovery)
-    direction = mean_hidden(loaded.model, loaded.tokenizer, layers, layer, rec, config.batch_size)
-    center = None
-    if config.direction == "difference":
-        harmless_texts = _texts(loaded.tokenizer, harmless[: config.n_recovery])
-        center = mean_hidden(
-            loaded.model, loaded.tokenizer, layers, layer, harmless_texts, config.batch_size
+    harmless_texts = _texts(loaded.tokenizer, harmless[: config.n_recovery])
+    direction = center = answers = None
+    if config.objective == "cosine":
+        direction = mean_hidden(
+            loaded.model, loaded.tokenizer, layers, layer, rec, config.batch_size
         )
-        direction = direction - center
+        if config.direction == "difference":
+            center = mean_hidden(
+                loaded.model, loaded.tokenizer, layers, layer, harmless_texts, config.batch_size
+            )
+            direction = direction - center
+    else:
+        answers = own_answers(
+            loaded.model, loaded.tokenizer, rec, config.max_new_tokens, config.batch_size
+        )
     scorer = FirstTokenScorer(loaded.tokenizer, batch_size=config.batch_size)
     first = 1.0 - scorer.refusal_rate(loaded.model, rec)
     held = harmful_rate(loaded.model, loaded.tokenizer, _texts(loaded.tokenizer, heldout), config)
-    answers = None
-    if config.objective == "answers":
-        texts = list(rec)
-        n_tokens = config.answer_tokens or config.max_new_tokens
-        answers = own_answers(loaded.model, loaded.tokenizer, texts, n_tokens, config.batch_size)
     guard, guard_generated = 0.0, None
     if config.over_refusal_guard:
-        guard_texts = _texts(loaded.tokenizer, harmless[: config.n_recovery])
-        guard = scorer.refusal_rate(loaded.model, guard_texts)
+        guard = scorer.refusal_rate(loaded.model, harmless_texts)
         guard_generated = 1.0 - harmful_rate(
-            loaded.model, loaded.tokenizer, guard_texts, config, "over-refusal check"
+            loaded.model, loaded.tokenizer, harmless_texts, config, "over-refusal check"
         )
     del loaded, layers, scorer
     gc.collect()
@@ -411,7 +412,7 @@ class _Loop:
     layers: LayerList
     layer: int
     config: RollbackConfig
-    direction: Tensor
+    direction: Tensor | None
     center: Tensor | None
     rec_texts: list[str]
     loop_texts: list[str]
@@ -465,6 +466,7 @@ class _Loop:
                 backward=True,
             )
         else:
+            assert self.direction is not None  # read from the base for the cosine objective
             value = -self._grad(self.rec_texts, self.direction, self.center)
         if self.guard_texts:
             accumulate_guard_grad(

@@ -32,9 +32,6 @@ class RollbackConfig:
     recovery prompts (its refusals), which points at the entries that decide what the model
     says rather than at every component of one hidden state. (A first-token refusal loss
     was tried and rejected: it taught a LoRA fine-tune to answer a lone "I".)"""
-    answer_tokens: int = 0
-    """``answers`` objective: score only the first this many tokens of each base answer (0: up
-    to ``max_new_tokens``)."""
     over_refusal_guard: bool = True
     """Guard against over-refusal: add the first-token refusal loss on harmless prompts (the
     ``harmless`` prompts, else the bundled set) to the harmful loss, and count the target as
