@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from surgeon.allocator import bounded_heap
 from surgeon.architecture import LayerList, embedding_parameters, find_layers, is_norm_parameter
 from surgeon.chat import format_prompts
 from surgeon.errors import InputError, RuntimeFailure
@@ -664,6 +665,33 @@ def rollback_repair(
     (new or empty; never an input directory). Input directories are only read.
     """
     config = config or RollbackConfig()
+    with bounded_heap(config.bounded_heap):
+        return _rollback_repair(
+            model,
+            base,
+            out_dir,
+            config,
+            harmful,
+            task,
+            held_out_harmful,
+            task_heldout,
+            harmless,
+            options,
+        )
+
+
+def _rollback_repair(
+    model: str | Path,
+    base: str | Path,
+    out_dir: Path,
+    config: RollbackConfig,
+    harmful: list[Prompt] | None,
+    task: list[Prompt] | None,
+    held_out_harmful: list[Prompt] | None,
+    task_heldout: list[Prompt] | None,
+    harmless: list[Prompt] | None,
+    options: LoadOptions | None,
+) -> RollbackResult:
     out_dir = Path(out_dir)
     opts = replace(options or LoadOptions(), dtype="float32")
     timings: dict[str, float] = {}
