@@ -430,9 +430,11 @@ def test_organism_ft_harmful_harm_comes_back(organism_repair: tuple[str, Rollbac
 
 
 LORA_BUDGET_GAP = (
-    "issue 5 acceptance for ft-lora not met with the over-refusal guard on: harm 100% -> 2% "
-    "needs 2.5% of the decoder weights while keeping harmless prompts answered; without the "
-    "guard 0.8% suffices but the repaired model refuses 57% of held-out harmless prompts"
+    "issue 5 acceptance for ft-lora not met with the over-refusal guard on: at the published "
+    "0.2% steps harm 100% -> 1% needs 2.7% of the decoder weights while keeping harmless "
+    "prompts answered; 0.03-0.05% steps stay under 1% but held-out harm then varies 0-10% "
+    "with the first-token share; without the guard 0.8% suffices but the repaired model "
+    "refuses 57% of held-out harmless prompts"
 )
 
 
@@ -615,8 +617,46 @@ def test_answers_objective_lowers_the_base_answer_loss(
 
     def loss(path: Path) -> float:
         loaded = load_model(path)
-        return answer_cross_entropy(loaded.model, loaded.tokenizer, answers, config.batch_size)
+        return answer_cross_entropy(
+            loaded.model,
+            loaded.tokenizer,
+            answers,
+            config.batch_size,
+            first_token_share=config.first_token_share,
+        )
 
     before = loss(pair["ft"])
     assert result.steps[0].answers_loss == pytest.approx(before, rel=1e-4)
     assert loss(out) < before
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_first_token_share_weights_the_first_answer_token(
+    pair: dict[str, Path], share: float
+) -> None:
+    """The answers loss equals (1 - share) * token-mean + share * answer-mean of the first
+    token's cross-entropy, recounted one unpadded prompt at a time."""
+    from surgeon.chat import format_prompts
+    from surgeon.loading import load_model
+    from surgeon.repair.task_metric import answer_cross_entropy, own_answers
+
+    loaded = load_model(pair["ft"])
+    model, tok = loaded.model, loaded.tokenizer
+    texts = format_prompts(tok, HARMFUL[:5])
+    answers = own_answers(model, tok, texts, 6, batch_size=2)
+    token_nll: list[float] = []
+    first_nll: list[float] = []
+    with torch.no_grad():
+        for prompt, answer in zip(answers.prompt_ids, answers.answer_ids, strict=True):
+            ids = torch.tensor([prompt + answer])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+            nll = [-float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer)]
+            token_nll += nll
+            first_nll.append(nll[0])
+    expected = (1 - share) * sum(token_nll) / len(token_nll) + share * sum(first_nll) / len(
+        first_nll
+    )
+    got = answer_cross_entropy(model, tok, answers, batch_size=2, first_token_share=share)
+    assert got == pytest.approx(expected, rel=1e-4)
+    if share:  # the weighting must matter on this pair, or the test could not tell
+        assert expected != pytest.approx(sum(token_nll) / len(token_nll), rel=1e-3)

@@ -39,8 +39,11 @@ class StepRecord:
     """First-token refusal rate on the over-refusal guard's harmless prompts after the step
     (None without a guard)."""
     answers_loss: float | None = None
-    """Cross-entropy of the base's answers to the recovery prompts before this step's
-    restorations (the quantity the steps lower; ``answers`` objective)."""
+    """Loss on the base's answers to the recovery prompts before this step's restorations
+    (the quantity the steps lower; ``answers`` objective; see ``first_token_share``)."""
+    over_refusal_generated: float | None = None
+    """Refusal rate on the guard's prompts by generation, measured when the first-token rates
+    were on target and the guard checks by generation (None otherwise)."""
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -57,6 +60,7 @@ class StepRecord:
             "cosine": self.cosine,
             "answers_loss": self.answers_loss,
             "over_refusal": self.over_refusal,
+            "over_refusal_generated": self.over_refusal_generated,
         }
 
 

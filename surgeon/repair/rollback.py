@@ -404,6 +404,21 @@ def _measure_base(
     return _BaseFacts(layer, direction, center, first, held, answers, guard, guard_generated)
 
 
+@dataclass(frozen=True)
+class _Check:
+    """Where the working model stands after a step."""
+
+    harm: float
+    """First-token harmful rate on the recovery prompts."""
+    over: float | None
+    """First-token refusal rate on the guard's harmless prompts (None without a guard)."""
+    generated: float | None
+    """Generated refusal rate on the guard's prompts, measured only when the first-token
+    rates are on target and the guard checks by generation."""
+    reached: bool
+    """The target is reached (harm and, with a guard, over-refusal)."""
+
+
 @dataclass
 class _Loop:
     """Everything the restoration steps need, with the working model inside ``work``."""
@@ -429,17 +444,29 @@ class _Loop:
     guard_target: float = 1.0
     """Most first-token refusal allowed on ``guard_texts``: the base's plus the margin."""
     refusal_ids: tuple[int, ...] = ()
+    guard_generated_target: float = 1.0
+    """Most generated refusal allowed on ``guard_texts`` (``over_refusal_check="generation"``):
+    the base's plus the margin."""
 
-    def measure(self, scorer: FirstTokenScorer) -> tuple[float, float | None]:
-        """First-token harmful rate on the recovery prompts, refusal rate on the guard's."""
+    def measure(self, scorer: FirstTokenScorer) -> _Check:
+        """First-token harmful rate on the recovery prompts and refusal rate on the guard's;
+        when both are on target and the guard checks by generation, the generated refusal
+        rate on the guard's prompts decides."""
         model = self.work.model
         harm = 1.0 - scorer.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
         over = scorer.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
-        return harm, over
-
-    def on_target(self, harm: float, over: float | None) -> bool:
-        """Harm at its target and, with a guard, harmless refusal within its bound."""
-        return harm <= self.target and (over is None or over <= self.guard_target)
+        reached = harm <= self.target and (over is None or over <= self.guard_target)
+        generated = None
+        if reached and self.guard_texts and self.config.over_refusal_check == "generation":
+            generated = 1.0 - harmful_rate(
+                model,  # type: ignore[arg-type]
+                self.tok,
+                self.guard_texts,
+                self.config,
+                "over-refusal check",
+            )
+            reached = generated <= self.guard_generated_target
+        return _Check(harm, over, generated, reached)
 
     def _grad(self, texts: list[str], direction: Tensor, center: Tensor | None = None) -> float:
         self.work.zero_grad()
@@ -465,6 +492,7 @@ class _Loop:
                 self.base_answers,
                 self.config.batch_size,
                 backward=True,
+                first_token_share=self.config.first_token_share,
             )
         else:
             assert self.direction is not None  # read from the base for the cosine objective
@@ -534,8 +562,8 @@ class _Loop:
             self._harm_grad()
             pruned = self.work.prune_share(size)
             work.zero_grad()
-            harm, over = self.measure(scorer)
-            if not self.on_target(harm, over):
+            check = self.measure(scorer)
+            if not check.reached:
                 work.unprune(pruned)
                 size //= 2
                 continue
@@ -545,13 +573,14 @@ class _Loop:
             records.append(
                 StepRecord(
                     step=step,
-                    harmful_rate=harm,
+                    harmful_rate=check.harm,
                     task_metric=None,
                     restored_fraction=restored / work.eligible,
                     restored_entries=restored,
                     rolled_back_entries=sum(int(i.numel()) for i, _ in pruned.values()),
                     pruning=True,
-                    over_refusal=over,
+                    over_refusal=check.over,
+                    over_refusal_generated=check.generated,
                 )
             )
         if records:
@@ -576,8 +605,8 @@ class _Loop:
             for step in progress(range(1, config.steps + 1), desc="rollback", total=config.steps):
                 log, n_back, value = self.step(step, rollback_on)
                 by_cosine = config.objective == "cosine"
-                harm, over = self.measure(scorer)
-                reached, empty = self.on_target(harm, over), not log
+                check = self.measure(scorer)
+                reached, empty = check.reached, not log
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
                 ckpt = step % config.checkpoint_every == 0 or reached or empty
                 ckpt = ckpt or step == config.steps
@@ -586,7 +615,7 @@ class _Loop:
                 records.append(
                     StepRecord(
                         step=step,
-                        harmful_rate=harm,
+                        harmful_rate=check.harm,
                         task_metric=metric,
                         restored_fraction=restored / work.eligible,
                         restored_entries=restored,
@@ -594,7 +623,8 @@ class _Loop:
                         tolerance_rollback=rollback_on,
                         cosine=value if by_cosine else None,
                         answers_loss=None if by_cosine else value,
-                        over_refusal=over,
+                        over_refusal=check.over,
+                        over_refusal_generated=check.generated,
                     )
                 )
                 if warm and metric is not None and metric < self.floor:
@@ -796,6 +826,7 @@ def _rollback_repair(
         guard_texts=guard_texts,
         guard_target=facts.guard_refusal + config.over_refusal_margin,
         refusal_ids=tuple(scorer.token_ids),
+        guard_generated_target=(facts.guard_generated or 0.0) + config.over_refusal_margin,
     )
     if config.selection == "paper" and config.tolerance_rollback:
         loop.benign = mean_hidden(w, tok, layers, layer, loop_texts, config.batch_size)

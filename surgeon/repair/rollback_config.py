@@ -11,6 +11,7 @@ Selection = Literal["task-aware", "paper"]
 TaskMetricName = Literal["auto", "exact", "contains"]
 Objective = Literal["cosine", "answers"]
 TaskHold = Literal["on-restart", "always", "never"]
+OverRefusalCheck = Literal["generation", "first-token"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,25 @@ class RollbackConfig:
     recovery prompts (its refusals), which points at the entries that decide what the model
     says rather than at every component of one hidden state. (A first-token refusal loss
     was tried and rejected: it taught a LoRA fine-tune to answer a lone "I".)"""
+    first_token_share: float = 0.5
+    """``answers`` objective: share of the loss on the first answer token alone (the rest is the
+    token mean over the whole answers). Under teacher forcing the rest of a refusal is an easy
+    continuation: on the LoRA organism the plain token mean fell to 0.08 while no recovery
+    prompt's first token was a refusal. At 0.5 the repair restored 0.50% of the decoder weights
+    on the full-fine-tune organism (0.59% at 0) and 1.76% on the LoRA one (2.54% at 0), both
+    with the generation check below."""
     over_refusal_guard: bool = True
     """Guard against over-refusal: add the first-token refusal loss on harmless prompts (the
     ``harmless`` prompts, else the bundled set) to the harmful loss, and count the target as
     reached only while their first-token refusal rate is at most the base's plus
     ``over_refusal_margin``. Without it the repaired LoRA organism refused 57% of held-out
     harmless prompts (the base 1%)."""
+    over_refusal_check: OverRefusalCheck = "generation"
+    """How the guard's bound is checked once the first-token rates are on target:
+    ``generation`` (default) also generates answers to the guard's prompts and judges them
+    with the keyword judge, against the base's generated rate plus the margin;
+    ``first-token`` trusts the first-token refusal rate alone, which on the LoRA organism
+    passed repairs that refused 9-20% of the guard's prompts when generating."""
     over_refusal_margin: float = 0.05
     """Allowed rise of the guard prompts' first-token refusal rate over the base's."""
     guard_weight: float = 1.0
@@ -125,6 +139,11 @@ class RollbackConfig:
             )
         if self.objective not in ("cosine", "answers"):
             raise InputError(f"objective must be cosine or answers; got {self.objective!r}")
+        if self.over_refusal_check not in ("generation", "first-token"):
+            raise InputError(
+                "over_refusal_check must be generation or first-token; "
+                f"got {self.over_refusal_check!r}"
+            )
         if self.task_metric not in ("auto", "exact", "contains"):
             raise InputError(
                 f"task_metric must be auto, exact or contains; got {self.task_metric!r}"
@@ -135,6 +154,7 @@ class RollbackConfig:
             "task_tolerance",
             "prune_chunk",
             "prune_min_chunk",
+            "first_token_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

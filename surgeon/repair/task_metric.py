@@ -94,30 +94,38 @@ def answer_cross_entropy(
     batch_size: int,
     *,
     backward: bool = False,
+    first_token_share: float = 0.0,
 ) -> float:
     """Token-mean cross-entropy of the answers given their prompts.
 
-    With ``backward``, the gradient of that mean is accumulated into ``.grad`` (batch by batch,
-    each scaled by its share of the answer tokens).
+    ``first_token_share``: that share of the loss is the answer-mean cross-entropy of the first
+    answer token alone, the rest the token mean (0: the plain token mean). Under teacher
+    forcing the tokens after the first are mostly easy continuations, so the token mean can be
+    small while the first token, which decides whether the model answers or refuses, is wrong.
+    With ``backward``, the gradient of the loss is accumulated into ``.grad`` (batch by batch).
     """
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     n_tokens = sum(len(a) for a in answers.answer_ids)
+    n_answers = len(answers.answer_ids)
     if n_tokens == 0:
         raise ValueError("no answer tokens to score")
     total = 0.0
-    for start in range(0, len(answers.answer_ids), batch_size):
-        rows = range(start, min(start + batch_size, len(answers.answer_ids)))
+    for start in range(0, n_answers, batch_size):
+        rows = range(start, min(start + batch_size, n_answers))
         ids, att, target = _collate(answers, rows, pad, device)
         with torch.set_grad_enabled(backward):
             logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            loss_sum = (nll * target[:, 1:]).sum()
+            loss = (1.0 - first_token_share) * (nll * target[:, 1:]).sum() / n_tokens
+            if first_token_share > 0:
+                first = target[:, 1:] & ~target[:, :-1]  # the first answer token of each row
+                loss = loss + first_token_share * (nll * first).sum() / n_answers
             if backward:
-                (loss_sum / n_tokens).backward()
-        total += float(loss_sum.detach())
-    return total / n_tokens
+                loss.backward()
+        total += float(loss.detach())
+    return total
 
 
 def normalise(text: str) -> str:
