@@ -132,6 +132,13 @@ REPAIR_DEFAULTS: dict[str, Any] = {
     "n_recovery": 64,
     "n_task": 64,
     "max_new_tokens": 48,
+    "task_hold": "on-restart",
+    "first_token_share": 0.5,
+    "over_refusal_guard": True,
+    "over_refusal_check": "generation",
+    "over_refusal_margin": 0.05,
+    "guard_weight": 1.0,
+    "bounded_heap": True,
 }
 """Settings of ``surgeon repair`` (flags and config-file keys) and their defaults."""
 
@@ -168,8 +175,15 @@ def rollback_config(settings: Mapping[str, Any]) -> Any:
             batch_size=int(settings["batch_size"]),
             max_new_tokens=int(settings["max_new_tokens"]),
             seed=int(settings["seed"]),
+            task_hold=settings["task_hold"],
+            first_token_share=float(settings["first_token_share"]),
+            over_refusal_guard=bool(settings["over_refusal_guard"]),
+            over_refusal_check=settings["over_refusal_check"],
+            over_refusal_margin=float(settings["over_refusal_margin"]),
+            guard_weight=float(settings["guard_weight"]),
+            bounded_heap=bool(settings["bounded_heap"]),
         )
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise InputError(f"repair settings: {exc}") from None
 
 
