@@ -139,6 +139,7 @@ REPAIR_DEFAULTS: dict[str, Any] = {
     "over_refusal_margin": 0.05,
     "guard_weight": 1.0,
     "bounded_heap": True,
+    "recovery_check_fraction": 0.0,
 }
 """Settings of ``surgeon repair`` (flags and config-file keys) and their defaults."""
 
@@ -182,6 +183,7 @@ def rollback_config(settings: Mapping[str, Any]) -> Any:
             over_refusal_margin=float(settings["over_refusal_margin"]),
             guard_weight=float(settings["guard_weight"]),
             bounded_heap=bool(settings["bounded_heap"]),
+            recovery_check_fraction=float(settings["recovery_check_fraction"]),
         )
     except (TypeError, ValueError) as exc:
         raise InputError(f"repair settings: {exc}") from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -660,3 +662,94 @@ def test_first_token_share_weights_the_first_answer_token(
     assert got == pytest.approx(expected, rel=1e-4)
     if share:  # the weighting must matter on this pair, or the test could not tell
         assert expected != pytest.approx(sum(token_nll) / len(token_nll), rel=1e-3)
+
+
+def test_recovery_check_set_is_held_back_from_the_gradients() -> None:
+    """The check set is a seeded, disjoint share of the recovery prompts; 0 keeps them all."""
+    from surgeon.repair.rollback import split_recovery
+
+    prompts = _harmful()
+    select, check = split_recovery(prompts, 0.25, seed=0)
+    assert len(check) == round(0.25 * len(prompts)) and len(select) + len(check) == len(prompts)
+    assert {p.prompt for p in select}.isdisjoint(p.prompt for p in check)
+    assert split_recovery(prompts, 0.25, seed=0) == (select, check)
+    assert split_recovery(prompts, 0.0, seed=0) == (prompts, [])
+    assert len(split_recovery(prompts[:2], 0.99, seed=0)[0]) == 1  # never all of them
+    with pytest.raises(InputError, match="at least two"):
+        split_recovery(prompts[:1], 0.5, seed=0)
+
+
+def test_check_set_is_measured_only_on_target_and_gates_the_stop(
+    pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """Half the recovery prompts are held back: the base answers only the other half, and the
+    check set's rate is measured exactly when the gradient prompts are on target; a stop on
+    target always went through it."""
+    config = RollbackConfig(
+        steps=3,
+        warmup=0,
+        checkpoint_every=1,
+        task_tolerance=1.0,
+        recovery_rate=0.05,
+        max_new_tokens=2,
+        task_max_new_tokens=2,
+        tolerance_rollback=False,
+        prune=False,
+        over_refusal_guard=False,
+        target_margin=1.0,  # always on target: the check set is measured at step 1
+        recovery_check_fraction=0.5,
+    )
+    result = rollback_repair(
+        pair["ft"], pair["base"], tmp_path / "o", config, _harmful()[:4], _task(), _harmful()[4:]
+    )
+    assert (result.n_recovery, result.n_recovery_check) == (2, 2)
+    assert result.to_json_dict()["n_recovery_check"] == 2
+    assert result.stop_reason == "target" and len(result.steps) == 1
+    assert result.steps[0].harmful_rate_check is not None
+    assert 0.0 <= result.steps[0].harmful_rate_check <= 1.0
+    off = rollback_repair(
+        pair["ft"],
+        pair["base"],
+        tmp_path / "o2",
+        replace(config, recovery_check_fraction=0.0),
+        _harmful()[:4],
+        _task(),
+        _harmful()[4:],
+    )
+    assert off.n_recovery == 4 and off.steps[0].harmful_rate_check is None
+
+
+def test_check_set_off_target_keeps_the_loop_going() -> None:
+    """The gradient prompts on target but the held-back ones not: the target is not reached;
+    both on target: it is."""
+    from surgeon.repair.rollback import _Loop
+
+    class Scorer:
+        def __init__(self, check_refused: float) -> None:
+            self.rates = {"r": 1.0, "c": check_refused}
+
+        def refusal_rate(self, model: object, texts: list[str]) -> float:
+            return self.rates[texts[0]]
+
+    loop = _Loop(
+        work=SimpleNamespace(model=None),  # type: ignore[arg-type]
+        tok=None,  # type: ignore[arg-type]
+        layers=None,  # type: ignore[arg-type]
+        layer=1,
+        config=RollbackConfig(over_refusal_guard=False),
+        direction=None,
+        center=None,
+        rec_texts=["r"],
+        loop_texts=[],
+        answers=lambda: None,  # type: ignore[arg-type,return-value]
+        metric=None,  # type: ignore[arg-type]
+        floor=0.0,
+        target=0.02,
+        k=1,
+        check_texts=["c"],
+        check_target=0.02,
+    )
+    missed = loop.measure(Scorer(check_refused=0.5))  # type: ignore[arg-type]
+    assert missed.harm == 0.0 and missed.check_harm == 0.5 and not missed.reached
+    met = loop.measure(Scorer(check_refused=1.0))  # type: ignore[arg-type]
+    assert met.check_harm == 0.0 and met.reached

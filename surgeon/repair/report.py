@@ -41,6 +41,9 @@ class StepRecord:
     answers_loss: float | None = None
     """Loss on the base's answers to the recovery prompts before this step's restorations
     (the quantity the steps lower; ``answers`` objective; see ``first_token_share``)."""
+    harmful_rate_check: float | None = None
+    """First-token harmful rate on the held-back recovery check prompts, measured when the
+    other rates were on target (None otherwise or without a check set)."""
     over_refusal_generated: float | None = None
     """Refusal rate on the guard's prompts by generation, measured when the first-token rates
     were on target and the guard checks by generation (None otherwise)."""
@@ -61,6 +64,7 @@ class StepRecord:
             "answers_loss": self.answers_loss,
             "over_refusal": self.over_refusal,
             "over_refusal_generated": self.over_refusal_generated,
+            "harmful_rate_check": self.harmful_rate_check,
         }
 
 
@@ -117,6 +121,8 @@ class RollbackResult:
     """Harmful recovery prompts used in the loop."""
     n_heldout: int
     """Held-out harmful prompts of the final check."""
+    n_recovery_check: int = 0
+    """Recovery prompts held back from the gradients as the loop's check set."""
     over_refusal_base: float | None = None
     """Refusal rate of the base on the over-refusal guard's harmless prompts (greedy generation
     + keyword judge; None without a guard)."""
@@ -176,6 +182,7 @@ class RollbackResult:
             "tolerance_rollback_used": self.tolerance_rollback_used,
             "pruned_entries": self.pruned_entries,
             "n_recovery": self.n_recovery,
+            "n_recovery_check": self.n_recovery_check,
             "n_heldout": self.n_heldout,
             "warnings": list(self.warnings),
             "timings": dict(self.timings),

@@ -288,6 +288,25 @@ def _split_harmful(
     return recovery[: config.n_recovery], held
 
 
+def split_recovery(
+    recovery: list[Prompt], fraction: float, seed: int
+) -> tuple[list[Prompt], list[Prompt]]:
+    """Recovery prompts for the gradients and a held-back check set (``fraction`` of them, at
+    least one when ``fraction > 0``, never all), chosen by a seeded shuffle."""
+    if fraction <= 0 or not recovery:
+        return list(recovery), []
+    if len(recovery) < 2:
+        raise InputError("a recovery check set needs at least two recovery prompts")
+    n_check = min(len(recovery) - 1, max(1, round(fraction * len(recovery))))
+    order = list(range(len(recovery)))
+    random.Random(seed + 1).shuffle(order)
+    check = set(order[:n_check])
+    return (
+        [p for i, p in enumerate(recovery) if i not in check],
+        [p for i, p in enumerate(recovery) if i in check],
+    )
+
+
 def _texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> list[str]:
     return format_prompts(tokenizer, [p.prompt for p in prompts], [p.system for p in prompts])
 
@@ -358,6 +377,8 @@ class _BaseFacts:
     """A's first-token refusal rate on the harmless guard prompts (0 without a guard)."""
     guard_generated: float | None
     """A's refusal rate on the guard prompts by generation (None without a guard)."""
+    check_harmful: float = 0.0
+    """A's first-token harmful rate on the held-back check prompts (0 without them)."""
 
 
 def _measure_base(
@@ -367,6 +388,7 @@ def _measure_base(
     heldout: list[Prompt],
     harmless: list[Prompt],
     config: RollbackConfig,
+    check: list[Prompt] | None = None,
 ) -> _BaseFacts:
     """Load A, read its harmful direction and harmful rates, and free it again."""
     loaded = load_model(base, options=opts)
@@ -390,6 +412,9 @@ def _measure_base(
         )
     scorer = FirstTokenScorer(loaded.tokenizer, batch_size=config.batch_size)
     first = 1.0 - scorer.refusal_rate(loaded.model, rec)
+    check_harmful = (
+        1.0 - scorer.refusal_rate(loaded.model, _texts(loaded.tokenizer, check)) if check else 0.0
+    )
     held = harmful_rate(loaded.model, loaded.tokenizer, _texts(loaded.tokenizer, heldout), config)
     guard, guard_generated = 0.0, None
     if config.over_refusal_guard:
@@ -401,7 +426,9 @@ def _measure_base(
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return _BaseFacts(layer, direction, center, first, held, answers, guard, guard_generated)
+    return _BaseFacts(
+        layer, direction, center, first, held, answers, guard, guard_generated, check_harmful
+    )
 
 
 @dataclass(frozen=True)
@@ -416,7 +443,10 @@ class _Check:
     """Generated refusal rate on the guard's prompts, measured only when the first-token
     rates are on target and the guard checks by generation."""
     reached: bool
-    """The target is reached (harm and, with a guard, over-refusal)."""
+    """The target is reached (harm, the check set's harm and, with a guard, over-refusal)."""
+    check_harm: float | None = None
+    """First-token harmful rate on the held-back check prompts, measured only when the other
+    rates are on target."""
 
 
 @dataclass
@@ -444,6 +474,10 @@ class _Loop:
     guard_target: float = 1.0
     """Most first-token refusal allowed on ``guard_texts``: the base's plus the margin."""
     refusal_ids: tuple[int, ...] = ()
+    check_texts: list[str] = field(default_factory=list)
+    """Held-back recovery prompts (``recovery_check_fraction``; empty: no check set)."""
+    check_target: float = 1.0
+    """Most first-token harmful rate allowed on ``check_texts``: the base's plus the margin."""
     guard_generated_target: float = 1.0
     """Most generated refusal allowed on ``guard_texts`` (``over_refusal_check="generation"``):
     the base's plus the margin."""
@@ -466,7 +500,11 @@ class _Loop:
                 "over-refusal check",
             )
             reached = generated <= self.guard_generated_target
-        return _Check(harm, over, generated, reached)
+        check_harm = None
+        if reached and self.check_texts:
+            check_harm = 1.0 - scorer.refusal_rate(model, self.check_texts)  # type: ignore[arg-type]
+            reached = check_harm <= self.check_target
+        return _Check(harm, over, generated, reached, check_harm)
 
     def _grad(self, texts: list[str], direction: Tensor, center: Tensor | None = None) -> float:
         self.work.zero_grad()
@@ -581,6 +619,7 @@ class _Loop:
                     pruning=True,
                     over_refusal=check.over,
                     over_refusal_generated=check.generated,
+                    harmful_rate_check=check.check_harm,
                 )
             )
         if records:
@@ -625,6 +664,7 @@ class _Loop:
                         answers_loss=None if by_cosine else value,
                         over_refusal=check.over,
                         over_refusal_generated=check.generated,
+                        harmful_rate_check=check.check_harm,
                     )
                 )
                 if warm and metric is not None and metric < self.floor:
@@ -736,6 +776,7 @@ def _rollback_repair(
         raise InputError(f"{base}: rollback reads the base lazily and needs a local directory")
     check_out_dir(out_dir, [source.path, source.weights_dir, base_dir])
     recovery, heldout = _split_harmful(harmful, held_out_harmful, config)
+    recovery, check = split_recovery(recovery, config.recovery_check_fraction, config.seed)
     task_loop = (list(task) if task else load_bundled("harmless"))[: config.n_task]
     task_final = list(task_heldout) if task_heldout else task_loop
     metric_name = resolve_metric_name(
@@ -748,7 +789,7 @@ def _rollback_repair(
     wants_harmless |= config.over_refusal_guard
     if wants_harmless and not harmless_prompts:
         harmless_prompts = load_bundled("harmless")
-    facts = _measure_base(base, opts, recovery, heldout, harmless_prompts, config)
+    facts = _measure_base(base, opts, recovery, heldout, harmless_prompts, config, check)
     layer = facts.layer
     timings["base"] = time.perf_counter() - t0
 
@@ -827,6 +868,8 @@ def _rollback_repair(
         guard_target=facts.guard_refusal + config.over_refusal_margin,
         refusal_ids=tuple(scorer.token_ids),
         guard_generated_target=(facts.guard_generated or 0.0) + config.over_refusal_margin,
+        check_texts=_texts(tok, check),
+        check_target=facts.check_harmful + config.target_margin,
     )
     if config.selection == "paper" and config.tolerance_rollback:
         loop.benign = mean_hidden(w, tok, layers, layer, loop_texts, config.batch_size)
@@ -890,6 +933,7 @@ def _rollback_repair(
         tolerance_rollback_used=rollback_used,
         steps=tuple(records),
         n_recovery=len(recovery),
+        n_recovery_check=len(check),
         n_heldout=len(heldout),
         timings=timings,
         peak_memory=_peak_memory(),

@@ -105,6 +105,12 @@ class RollbackConfig:
     """Also restore the input embedding matrix."""
     n_recovery: int | None = 64
     """At most this many harmful recovery prompts (``None``: all)."""
+    recovery_check_fraction: float = 0.0
+    """Share of the recovery prompts held back from the gradients as a check set: the target
+    counts as reached only when their first-token harmful rate is also at most the base's
+    plus ``target_margin``. Guards against restorations that fit the prompts that chose them
+    (on the LoRA organism with steps of 0.05%, 64 recovery prompts left 10% held-out harm in
+    two of four runs; 192 with 64 held back, 1%). 0: off."""
     heldout_fraction: float = 0.5
     """When no held-out harmful set is given, this share of the harmful prompts is held out
     for the final generation check (the rest is the recovery set)."""
@@ -155,6 +161,7 @@ class RollbackConfig:
             "prune_chunk",
             "prune_min_chunk",
             "first_token_share",
+            "recovery_check_fraction",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
