@@ -108,9 +108,10 @@ class RollbackConfig:
     recovery_check_fraction: float = 0.0
     """Share of the recovery prompts held back from the gradients as a check set: the target
     counts as reached only when their first-token harmful rate is also at most the base's
-    plus ``target_margin``. Guards against restorations that fit the prompts that chose them
-    (on the LoRA organism with steps of 0.05%, 64 recovery prompts left 10% held-out harm in
-    two of four runs; 192 with 64 held back, 1%). 0: off."""
+    plus ``target_margin``. Guards against restorations that fit the prompts that chose them:
+    on the LoRA organism with steps of 0.03-0.05%, runs without it left 10-13% held-out harm
+    in three of six; with 192 gradient prompts and 64 held back, at most 1% in four of five
+    and 6% in one. 0: off."""
     heldout_fraction: float = 0.5
     """When no held-out harmful set is given, this share of the harmful prompts is held out
     for the final generation check (the rest is the recovery set)."""
