@@ -171,7 +171,7 @@ def repair(
         None, "--harmful-heldout", help="Held-out harmful prompts for the final check."
     ),
     harmless: Path | None = typer.Option(
-        None, "--harmless", help="Harmless prompts whose base answers guard over-refusal."
+        None, "--harmless", help="Harmless prompts that must stay answered (over-refusal guard)."
     ),
     task: Path | None = typer.Option(None, "--task", help="Task .jsonl (prompt, reference)."),
     task_heldout: Path | None = typer.Option(None, "--task-heldout"),

@@ -22,6 +22,7 @@ import ctypes.util
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter number for the mmap threshold."""
@@ -31,6 +32,7 @@ AFTER = 32 << 20
 """Threshold afterwards: glibc's dynamic ceiling (``DEFAULT_MMAP_THRESHOLD_MAX``, 64-bit)."""
 
 
+@cache
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

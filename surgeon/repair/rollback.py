@@ -299,7 +299,7 @@ def split_recovery(
         raise InputError("a recovery check set needs at least two recovery prompts")
     n_check = min(len(recovery) - 1, max(1, round(fraction * len(recovery))))
     order = list(range(len(recovery)))
-    random.Random(seed + 1).shuffle(order)
+    random.Random(seed + 1).shuffle(order)  # a stream apart from the held-out split's
     check = set(order[:n_check])
     return (
         [p for i, p in enumerate(recovery) if i not in check],
@@ -483,9 +483,10 @@ class _Loop:
     the base's plus the margin."""
 
     def measure(self, scorer: FirstTokenScorer) -> _Check:
-        """First-token harmful rate on the recovery prompts and refusal rate on the guard's;
-        when both are on target and the guard checks by generation, the generated refusal
-        rate on the guard's prompts decides."""
+        """First-token harmful rate on the recovery prompts and refusal rate on the guard's.
+        Only while everything measured so far is on target: the generated refusal rate on the
+        guard's prompts (``over_refusal_check="generation"``), then the first-token harmful
+        rate on the held-back check prompts; each must be on target too."""
         model = self.work.model
         harm = 1.0 - scorer.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
         over = scorer.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
@@ -505,6 +506,37 @@ class _Loop:
             check_harm = 1.0 - scorer.refusal_rate(model, self.check_texts)  # type: ignore[arg-type]
             reached = check_harm <= self.check_target
         return _Check(harm, over, generated, reached, check_harm)
+
+    def _record(
+        self,
+        step: int,
+        check: _Check,
+        task_metric: float | None,
+        rolled_back: int,
+        *,
+        tolerance_rollback: bool = False,
+        pruning: bool = False,
+        loss: float | None = None,
+    ) -> StepRecord:
+        """The record of a step (or pruning step) that ``check`` measured; ``loss`` is the
+        harmful loss before it, filed under the objective's name."""
+        restored = self.work.restored()
+        by_cosine = self.config.objective == "cosine"
+        return StepRecord(
+            step=step,
+            harmful_rate=check.harm,
+            task_metric=task_metric,
+            restored_fraction=restored / self.work.eligible,
+            restored_entries=restored,
+            rolled_back_entries=rolled_back,
+            tolerance_rollback=tolerance_rollback,
+            pruning=pruning,
+            cosine=loss if by_cosine else None,
+            answers_loss=None if by_cosine else loss,
+            over_refusal=check.over,
+            over_refusal_generated=check.generated,
+            harmful_rate_check=check.check_harm,
+        )
 
     def _grad(self, texts: list[str], direction: Tensor, center: Tensor | None = None) -> float:
         self.work.zero_grad()
@@ -607,21 +639,8 @@ class _Loop:
                 continue
             all_pruned.append(pruned)
             step += 1
-            restored = work.restored()
-            records.append(
-                StepRecord(
-                    step=step,
-                    harmful_rate=check.harm,
-                    task_metric=None,
-                    restored_fraction=restored / work.eligible,
-                    restored_entries=restored,
-                    rolled_back_entries=sum(int(i.numel()) for i, _ in pruned.values()),
-                    pruning=True,
-                    over_refusal=check.over,
-                    over_refusal_generated=check.generated,
-                    harmful_rate_check=check.check_harm,
-                )
-            )
+            n_back = sum(int(i.numel()) for i, _ in pruned.values())
+            records.append(self._record(step, check, None, n_back, pruning=True))
         if records:
             metric = self.metric.measure(work.model)
             if metric < self.floor:  # put back to F yet below the floor: keep the steps' result
@@ -643,28 +662,15 @@ class _Loop:
             best, stop_reason, restart = 0, "steps", False
             for step in progress(range(1, config.steps + 1), desc="rollback", total=config.steps):
                 log, n_back, value = self.step(step, rollback_on)
-                by_cosine = config.objective == "cosine"
                 check = self.measure(scorer)
                 reached, empty = check.reached, not log
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
                 ckpt = step % config.checkpoint_every == 0 or reached or empty
                 ckpt = ckpt or step == config.steps
                 metric = self.metric.measure(work.model) if (ckpt or warm) else None
-                restored = work.restored()
                 records.append(
-                    StepRecord(
-                        step=step,
-                        harmful_rate=check.harm,
-                        task_metric=metric,
-                        restored_fraction=restored / work.eligible,
-                        restored_entries=restored,
-                        rolled_back_entries=n_back,
-                        tolerance_rollback=rollback_on,
-                        cosine=value if by_cosine else None,
-                        answers_loss=None if by_cosine else value,
-                        over_refusal=check.over,
-                        over_refusal_generated=check.generated,
-                        harmful_rate_check=check.check_harm,
+                    self._record(
+                        step, check, metric, n_back, tolerance_rollback=rollback_on, loss=value
                     )
                 )
                 if warm and metric is not None and metric < self.floor:
