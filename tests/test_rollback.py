@@ -51,6 +51,10 @@ TASK = [
     ("explain science", "sure"),
     ("write a poem", "sure"),
 ]
+STEPWISE = RollbackConfig(
+    warmup=0, checkpoint_every=1, task_tolerance=1.0, max_new_tokens=2, task_max_new_tokens=2
+)
+"""Quick integration runs: a checkpoint every step, no task bound, two-token generations."""
 FAST = RollbackConfig(
     steps=4, warmup=2, checkpoint_every=2, max_new_tokens=4, task_max_new_tokens=4
 )
@@ -266,11 +270,9 @@ def test_full_finetune_repair_is_exact_and_leaves_inputs_alone(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
     hashes = {k: tree_hash(pair[k]) for k in ("base", "ft")}
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         steps=3,
-        checkpoint_every=1,
-        warmup=0,
-        task_tolerance=1.0,
         target_margin=0.0,
         max_new_tokens=4,
         task_max_new_tokens=4,
@@ -292,17 +294,13 @@ def test_full_finetune_repair_is_exact_and_leaves_inputs_alone(
 def test_huge_recovery_rate_takes_every_candidate_without_crashing(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         selection="paper",
         recovery_rate=1.0,
         steps=3,
-        checkpoint_every=1,
-        warmup=0,
-        task_tolerance=1.0,
         target_margin=0.0,
         prune=False,
-        max_new_tokens=2,
-        task_max_new_tokens=2,
         tolerance_rollback=False,
     )
     result = rollback_repair(pair["ft"], pair["base"], tmp_path / "o", config, _harmful(), _task())
@@ -329,15 +327,11 @@ def test_adapter_input_gives_a_full_repaired_model(pair: dict[str, Path], tmp_pa
     merged = load_model(pair["lora"], base=pair["base"]).model
     ft_tensors = {k: v.detach().clone() for k, v in merged.state_dict().items()}
     del merged
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         steps=2,
-        checkpoint_every=1,
-        warmup=0,
-        task_tolerance=1.0,
         target_margin=0.0,
         prune=False,
-        max_new_tokens=2,
-        task_max_new_tokens=2,
     )
     out = tmp_path / "o"
     hashes = tree_hash(pair["lora"])
@@ -507,17 +501,13 @@ def test_task_aware_never_restores_an_entry_that_raises_the_task_loss(
 def test_difference_direction_runs_and_reports_its_cosine(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         objective="cosine",
         direction="difference",
         steps=2,
-        warmup=0,
-        checkpoint_every=1,
-        task_tolerance=1.0,
         target_margin=0.0,
         prune=False,
-        max_new_tokens=2,
-        task_max_new_tokens=2,
     )
     harmless = [Prompt(p) for p, _ in TASK]
     result = rollback_repair(
@@ -565,15 +555,11 @@ def test_pruning_with_a_target_always_met_returns_to_the_fine_tune(
 ) -> None:
     """With a target every model meets, pruning puts every restoration back: the output is
     F bit for bit and the mask is empty."""
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         steps=2,
-        warmup=0,
-        checkpoint_every=1,
-        task_tolerance=1.0,
         target_margin=1.0,
         recovery_rate=0.05,
-        max_new_tokens=2,
-        task_max_new_tokens=2,
     )
     out = tmp_path / "o"
     result = rollback_repair(pair["ft"], pair["base"], out, config, _harmful(), _task())
@@ -597,14 +583,11 @@ def test_answers_objective_lowers_the_base_answer_loss(
     from surgeon.loading import load_model
     from surgeon.repair.task_metric import answer_cross_entropy, own_answers
 
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         steps=1,
-        warmup=0,
-        checkpoint_every=1,
-        task_tolerance=1.0,
         recovery_rate=0.05,
         max_new_tokens=4,
-        task_max_new_tokens=2,
         tolerance_rollback=False,
         prune=False,
     )
@@ -685,14 +668,10 @@ def test_check_set_is_measured_only_on_target_and_gates_the_stop(
     """Half the recovery prompts are held back: the base answers only the other half, and the
     check set's rate is measured exactly when the gradient prompts are on target; a stop on
     target always went through it."""
-    config = RollbackConfig(
+    config = replace(
+        STEPWISE,
         steps=3,
-        warmup=0,
-        checkpoint_every=1,
-        task_tolerance=1.0,
         recovery_rate=0.05,
-        max_new_tokens=2,
-        task_max_new_tokens=2,
         tolerance_rollback=False,
         prune=False,
         over_refusal_guard=False,
