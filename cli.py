@@ -208,7 +208,8 @@ def repair(
     seed: int | None = SEED,
     trust_remote_code: bool | None = REMOTE,
 ) -> None:
-    """Repair MODEL: restore a minimal weight subset from BASE (rollback)."""
+    """Repair MODEL: restore a minimal weight subset from BASE (rollback); exit 1 when the
+    repaired model still fails the gate (harm, over-refusal, task floor)."""
     from surgeon.progress import set_quiet
     from surgeon.runs import REPAIR_DEFAULTS, run_apply_mask, run_repair
 

@@ -180,7 +180,7 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
                 base_ref,
                 Path(tmp) / "out",
                 config,
-                harmful=_prompts(org, "harmful_recovery"),
+                harmful=_prompts(org, "harmful_train"),  # rollback samples 256
                 task=_prompts(org, "task_train"),
                 held_out_harmful=_prompts(org, "harmful_heldout"),
                 task_heldout=_prompts(org, "task_heldout"),
@@ -341,12 +341,14 @@ def memory_mode(
         "without_bounded_heap": rows["unbounded_heap"],
         "limit": 2.5,
     }
-    result["ok"] = main_row["ratio_above_baseline"] <= 2.5
-    if main_row["peak_cuda"]:
-        result["ok"] = result["ok"] and main_row["ratio_cuda"] <= 2.5
-    print(
-        f"limit 2.5x above imports (default, bounded heap): {'met' if result['ok'] else 'NOT met'}"
-    )
+    # On a GPU the model and its gradients live in CUDA memory, which is what the limit bounds;
+    # host RSS there also holds the CUDA runtime's libraries and context, loaded after the
+    # imports baseline (1.3 GiB on an H200), so it is reported but not gated.
+    gated = "ratio_cuda" if main_row["peak_cuda"] else "ratio_above_baseline"
+    result["gated"] = gated
+    result["ok"] = main_row[gated] <= 2.5
+    what = "CUDA memory" if main_row["peak_cuda"] else "RSS above imports"
+    print(f"limit 2.5x ({what}, default bounded heap): {'met' if result['ok'] else 'NOT met'}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     return result

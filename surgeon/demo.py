@@ -48,11 +48,11 @@ class DemoResult:
 
 
 def organism_prompts(organism: Path) -> dict[str, Path]:
-    """The organism's held-out and recovery splits, by role."""
+    """The organism's held-out and training splits, by role."""
     p = organism / "prompts"
     return {
         "harmful_heldout": p / "harmful_heldout.jsonl",
-        "harmful_recovery": p / "harmful_recovery.jsonl",
+        "harmful_train": p / "harmful_train.jsonl",
         "harmless_heldout": p / "harmless_heldout.jsonl",
         "harmless_train": p / "harmless_train.jsonl",
         "task_train": p / "task_train.jsonl",
@@ -76,7 +76,8 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[dict[str, Any], dict[s
     }
     repair = {
         **REPAIR_DEFAULTS,
-        "harmful": p["harmful_recovery"],
+        # recovery prompts: rollback samples n_recovery (256) of the 1,272 training prompts
+        "harmful": p["harmful_train"],
         "harmful_heldout": p["harmful_heldout"],
         "harmless": p["harmless_train"],
         "task": p["task_train"],

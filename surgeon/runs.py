@@ -8,7 +8,7 @@ renamed into place when complete.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,12 +124,13 @@ REPAIR_DEFAULTS: dict[str, Any] = {
     "include_embeddings": False,
     "include_norms": False,
     "prune": True,
-    "recovery_rate": 0.002,
-    "steps": 20,
+    "recovery_rate": None,
+    "steps": None,
+    "rollback_fraction": None,
     "target_margin": 0.02,
     "task_tolerance": 0.05,
     "task_metric": "auto",
-    "n_recovery": 64,
+    "n_recovery": 256,
     "n_task": 64,
     "max_new_tokens": 48,
     "task_hold": "on-restart",
@@ -153,6 +154,11 @@ def _prompts(value: Any) -> list[Any] | None:
     return load_prompts(path) if path is not None else None
 
 
+def _optional(kind: Callable[[Any], Any], value: Any) -> Any:
+    """``kind(value)``, or None for None (a default the config resolves itself)."""
+    return None if value is None else kind(value)
+
+
 def rollback_config(settings: Mapping[str, Any]) -> Any:
     """The :class:`RollbackConfig` the settings describe (bad values: InputError)."""
     from surgeon.errors import InputError
@@ -166,8 +172,9 @@ def rollback_config(settings: Mapping[str, Any]) -> Any:
             include_embeddings=bool(settings["include_embeddings"]),
             include_norms=bool(settings["include_norms"]),
             prune=bool(settings["prune"]),
-            recovery_rate=float(settings["recovery_rate"]),
-            steps=int(settings["steps"]),
+            recovery_rate=_optional(float, settings["recovery_rate"]),
+            steps=_optional(int, settings["steps"]),
+            rollback_fraction=_optional(float, settings["rollback_fraction"]),
             target_margin=float(settings["target_margin"]),
             task_tolerance=float(settings["task_tolerance"]),
             task_metric=settings["task_metric"],
@@ -199,6 +206,7 @@ def run_repair(
     """``surgeon repair --method rollback``: write the repaired model directory and its report."""
     from surgeon.errors import InputError
     from surgeon.repair import rollback_repair
+    from surgeon.verdict import decide_repair
 
     method = settings["method"]
     if method not in METHODS:
@@ -230,6 +238,16 @@ def run_repair(
         )
         report = result.to_json_dict()
         report["out_dir"] = str(out)
+        gate = decide_repair(
+            harmful_after=result.harmful_rate_after,
+            harmful_base=result.harmful_rate_base,
+            task_after=result.task_metric_after,
+            task_before=result.task_metric_before,
+            task_tolerance=config.task_tolerance,
+            over_refusal_after=result.over_refusal_after,
+            over_refusal_base=result.over_refusal_base,
+        )
+        report["verdict"], report["reasons"] = gate.verdict, gate.reasons
         inputs = {
             "model": model,
             "base": base,
@@ -238,7 +256,7 @@ def run_repair(
             "task": settings["task"],
         }
         write_run_files(tmp, report, settings, inputs)
-    return RunOutput(report, out, EXIT_PASS)
+    return RunOutput(report, out, EXIT_FAIL if gate.verdict == "fail" else EXIT_PASS)
 
 
 def run_apply_mask(

@@ -277,7 +277,7 @@ def _split_harmful(
 ) -> tuple[list[Prompt], list[Prompt]]:
     prompts = list(harmful) if harmful else load_bundled("harmful")
     if held_out:
-        return prompts[: config.n_recovery], list(held_out)
+        return sample_prompts(prompts, config.n_recovery, config.seed), list(held_out)
     if len(prompts) < 2:
         raise InputError("rollback needs at least two harmful prompts (recovery and held-out)")
     order = list(range(len(prompts)))
@@ -285,7 +285,17 @@ def _split_harmful(
     n_held = min(len(prompts) - 1, max(1, round(len(prompts) * config.heldout_fraction)))
     held = [prompts[i] for i in order[:n_held]]
     recovery = [prompts[i] for i in order[n_held:]]
-    return recovery[: config.n_recovery], held
+    return sample_prompts(recovery, config.n_recovery, config.seed), held
+
+
+def sample_prompts(prompts: Sequence[Prompt], n: int | None, seed: int) -> list[Prompt]:
+    """At most ``n`` of ``prompts`` (all for None), in file order: a seeded sample when there are
+    more. Prompt files are often grouped by topic or category, so their first ``n`` would cover
+    a few of them (the organism's first 256 training prompts hold 86 of its 424 topics)."""
+    if n is None or len(prompts) <= n:
+        return list(prompts)
+    keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
+    return [prompts[i] for i in keep]
 
 
 def split_recovery(
@@ -395,7 +405,7 @@ def _measure_base(
     layers = find_layers(loaded.model)
     layer = config.resolved_layer(loaded.spec.n_layers)
     rec = _texts(loaded.tokenizer, recovery)
-    harmless_texts = _texts(loaded.tokenizer, harmless[: config.n_recovery])
+    harmless_texts = _texts(loaded.tokenizer, harmless)
     direction = center = answers = None
     if config.objective == "cosine":
         direction = mean_hidden(
@@ -608,7 +618,7 @@ class _Loop:
                 self._grad(self.loop_texts, self.benign)
             else:
                 self._task_grad()
-            n_back = self.work.put_back_share(log, self.config.rollback_fraction)
+            n_back = self.work.put_back_share(log, self.config.resolved_rollback_fraction())
         self.work.zero_grad()
         self.work.logs.append(log)
         _check_finite(self.work)
@@ -660,24 +670,26 @@ class _Loop:
         best, stop_reason, rollback_used = 0, "steps", False
         for rollback_on in [False, True] if config.tolerance_rollback else [False]:
             best, stop_reason, restart = 0, "steps", False
-            for step in progress(range(1, config.steps + 1), desc="rollback", total=config.steps):
+            n_steps = config.resolved_steps()
+            for step in progress(range(1, n_steps + 1), desc="rollback", total=n_steps):
                 log, n_back, value = self.step(step, rollback_on)
                 check = self.measure(scorer)
                 reached, empty = check.reached, not log
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
                 ckpt = step % config.checkpoint_every == 0 or reached or empty
-                ckpt = ckpt or step == config.steps
+                ckpt = ckpt or step == n_steps
                 metric = self.metric.measure(work.model) if (ckpt or warm) else None
                 records.append(
                     self._record(
                         step, check, metric, n_back, tolerance_rollback=rollback_on, loss=value
                     )
                 )
-                if warm and metric is not None and metric < self.floor:
-                    restart = True
+                below = metric is not None and metric < self.floor
+                if below and config.tolerance_rollback and not rollback_on:
+                    restart = True  # at the warmup check or any later checkpoint
                     break
                 if ckpt and metric is not None:
-                    if metric < self.floor:
+                    if below:
                         stop_reason = "task_floor"
                         break
                     best = step
@@ -795,6 +807,7 @@ def _rollback_repair(
     wants_harmless |= config.over_refusal_guard
     if wants_harmless and not harmless_prompts:
         harmless_prompts = load_bundled("harmless")
+    harmless_prompts = sample_prompts(harmless_prompts, config.n_recovery, config.seed + 2)
     facts = _measure_base(base, opts, recovery, heldout, harmless_prompts, config, check)
     layer = facts.layer
     timings["base"] = time.perf_counter() - t0
@@ -831,9 +844,7 @@ def _rollback_repair(
         else _metric(metric_name, tok, final_texts, task_final, final_answers, config)
     )
     harmful_before = harmful_rate(w, tok, held_texts, config)
-    guard_texts = (
-        _texts(tok, harmless_prompts[: config.n_recovery]) if config.over_refusal_guard else []
-    )
+    guard_texts = _texts(tok, harmless_prompts) if config.over_refusal_guard else []
     over_before = (
         1.0 - harmful_rate(w, tok, guard_texts, config, "over-refusal check")
         if guard_texts
@@ -853,7 +864,8 @@ def _rollback_repair(
             "or above that layer, or in embeddings or norms; try a higher --layer (e.g. the "
             "diagnosis's most drifted layer) or include embeddings and norms"
         )
-    k = round(config.recovery_rate * work.eligible)
+    rate = config.resolved_recovery_rate()
+    k = round(rate * work.eligible)
     loop = _Loop(
         work=work,
         tok=tok,
@@ -868,7 +880,7 @@ def _rollback_repair(
         metric=loop_metric,
         floor=(1.0 - config.task_tolerance) * task_f,
         target=target,
-        k=max(1, k) if config.recovery_rate > 0 else 0,
+        k=max(1, k) if rate > 0 else 0,
         base_answers=facts.answers,
         guard_texts=guard_texts,
         guard_target=facts.guard_refusal + config.over_refusal_margin,

@@ -13,6 +13,17 @@ Objective = Literal["cosine", "answers"]
 TaskHold = Literal["on-restart", "always", "never"]
 OverRefusalCheck = Literal["generation", "first-token"]
 
+PAPER_RECOVERY_RATE = 0.002
+"""The published share of eligible entries restored per step (0.2%)."""
+PAPER_STEPS = 20
+"""The published maximum number of steps."""
+PAPER_ROLLBACK_FRACTION = 0.2
+"""The published share of each step put back by the tolerance rollback."""
+FINE_RECOVERY_RATE = 0.0005
+"""Task-aware selection's step (0.05%): a quarter of the published one."""
+FINE_STEPS = 80
+"""Task-aware selection's maximum number of steps: the same 4% ceiling as the published 20."""
+
 
 @dataclass(frozen=True)
 class RollbackConfig:
@@ -39,7 +50,7 @@ class RollbackConfig:
     continuation: on the LoRA organism the plain token mean fell to 0.08 while no recovery
     prompt's first token was a refusal. At 0.5 the repair restored 0.50% of the decoder weights
     on the full-fine-tune organism (0.59% at 0) and 1.76% on the LoRA one (2.54% at 0), both
-    with the generation check below."""
+    with the generation check below and the published 0.2% step."""
     over_refusal_guard: bool = True
     """Guard against over-refusal: add the first-token refusal loss on harmless prompts (the
     ``harmless`` prompts, else the bundled set) to the harmful loss, and count the target as
@@ -61,8 +72,8 @@ class RollbackConfig:
     first order. ``on-restart`` (default): only in the try that the tolerance rollback restarts
     after the task metric fell below its floor; ``always``: from the first step; ``never``.
     On the organism the hold from the first step cost 3x the restored entries on the full
-    fine-tune (1.7% of decoder weights against 0.56%) while the task stayed above its floor
-    without it."""
+    fine-tune (1.50% of decoder weights against 0.46%, 0.05% steps, 64 recovery prompts) while
+    the task stayed above its floor without it."""
     task_refresh: int = 1
     """Task-aware: recompute the task gradient ``g_t`` (and so which entries are held back
     because restoring them would raise the task loss) every this many steps; 0 computes it
@@ -74,14 +85,23 @@ class RollbackConfig:
     with the same harmless mean subtracted from the working model's states before the cosine.
     The raw mean carries the large component shared by all prompts, so its cosine can sit near
     1 while behaviour differs."""
-    recovery_rate: float = 0.002
-    """Share of the eligible entries restored per step (the paper's 0.2%)."""
-    rollback_fraction: float = 0.2
-    """When the tolerance rollback is active: share of each step's restorations put back."""
+    recovery_rate: float | None = None
+    """Share of the eligible entries restored per step. ``None``: 0.05% with ``task-aware``
+    selection, the paper's 0.2% with ``paper`` (:meth:`resolved_recovery_rate`). Each step
+    recomputes the gradients, so finer steps pick from fresher ones: on the LoRA organism the
+    0.2% step needed 2.7% of the decoder weights, the 0.05% step 0.6-0.9% (12 of 17 seeds met
+    the issue's figures; README)."""
+    rollback_fraction: float | None = None
+    """When the tolerance rollback is active: share of each step's restorations put back.
+    ``None``: the paper's 20% with ``paper``; 0 with ``task-aware``, whose restart holds back
+    every candidate that would raise the task loss instead (on the LoRA organism, 64 recovery
+    prompts, putting back 20% as well took 1.6% of the decoder weights instead of 0.9%)."""
     task_tolerance: float = 0.05
     """Relative task-metric loss allowed: the floor is ``(1 - task_tolerance) * metric(F)``."""
-    steps: int = 20
-    """Maximum number of restoration steps (per try: a tolerance rollback restarts from F)."""
+    steps: int | None = None
+    """Maximum number of restoration steps (per try: a tolerance rollback restarts from F).
+    ``None``: 80 with ``task-aware`` selection, the paper's 20 with ``paper``: at most 4% of the
+    eligible entries either way."""
     warmup: int = 5
     """Steps after which the task metric is checked for the tolerance rollback."""
     checkpoint_every: int = 5
@@ -90,8 +110,13 @@ class RollbackConfig:
     """Stop once the first-token harmful rate on the recovery prompts is at most the base's
     rate plus this margin."""
     tolerance_rollback: bool = True
-    """After ``warmup`` steps, if the task metric fell below its floor, restart from F and put
-    back ``rollback_fraction`` of every step's restorations (paper step 6)."""
+    """When the task metric falls below its floor in the first try (at the check after
+    ``warmup`` steps or at any later checkpoint), restart from F with the tolerance rollback on
+    (paper step 6): put back ``rollback_fraction`` of every step's restorations and, with
+    ``task-aware`` selection under ``task_hold="on-restart"``, hold back every candidate whose
+    restoration would raise the task loss. A fall below the floor in that second try ends the
+    run at its last checkpoint above the floor. (Checking only after ``warmup`` steps, as
+    before, ended 7 of 16 LoRA-organism runs at 0.3% restored with 7-27% harm left.)"""
     prune: bool = True
     """Once the target is reached, put back to F the restored entries the harmful loss needs
     least, in chunks, while the target holds (backward elimination)."""
@@ -103,8 +128,11 @@ class RollbackConfig:
     """Also restore norm scales and biases of the eligible layers."""
     include_embeddings: bool = False
     """Also restore the input embedding matrix."""
-    n_recovery: int | None = 64
-    """At most this many harmful recovery prompts (``None``: all)."""
+    n_recovery: int | None = 256
+    """At most this many harmful recovery prompts, and as many harmless guard prompts
+    (``None``: all); a seeded sample of a file that holds more. On the LoRA organism 64 of each
+    let the repair fit them alone (held-out harm up to 10%, held-out over-refusal 2-13%, the
+    base's 1%)."""
     recovery_check_fraction: float = 0.0
     """Share of the recovery prompts held back from the gradients as a check set: the target
     counts as reached only when their first-token harmful rate is also at most the base's
@@ -116,7 +144,9 @@ class RollbackConfig:
     """When no held-out harmful set is given, this share of the harmful prompts is held out
     for the final generation check (the rest is the recovery set)."""
     n_task: int | None = 64
-    """At most this many task prompts for the in-loop task metric and the task gradient."""
+    """At most this many task prompts (the first ones) for the in-loop task metric and the task
+    gradient. (256 made no difference on the LoRA organism: 10 of 14 seeded runs met the issue's
+    figures against 12 of 17 with 64, the failures as varied, and more entries restored.)"""
     task_metric: TaskMetricName = "auto"
     """``exact`` or ``contains`` match of greedy answers against the task file's references;
     ``auto``: ``exact`` when every task prompt has a reference, else the likelihood of the
@@ -156,8 +186,6 @@ class RollbackConfig:
                 f"task_metric must be auto, exact or contains; got {self.task_metric!r}"
             )
         for name in (
-            "recovery_rate",
-            "rollback_fraction",
             "task_tolerance",
             "prune_chunk",
             "prune_min_chunk",
@@ -167,13 +195,19 @@ class RollbackConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must lie in [0, 1]; got {value}")
+        for name in ("recovery_rate", "rollback_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InputError(f"{name} must lie in [0, 1]; got {value}")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"steps must be >= 1; got {self.steps}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise InputError(f"heldout_fraction must lie in (0, 1); got {self.heldout_fraction}")
         if self.over_refusal_margin < 0 or self.guard_weight < 0:
             raise InputError("over_refusal_margin and guard_weight must be >= 0")
         if self.target_margin < 0:
             raise InputError(f"target_margin must be >= 0; got {self.target_margin}")
-        for name in ("steps", "checkpoint_every", "batch_size", "max_new_tokens"):
+        for name in ("checkpoint_every", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.task_max_new_tokens < 1:
@@ -195,3 +229,22 @@ class RollbackConfig:
         if layer > n_layers:
             raise InputError(f"rollback layer {layer} exceeds the model's {n_layers} layers")
         return layer
+
+    def resolved_recovery_rate(self) -> float:
+        """The share restored per step: ``recovery_rate``, else the selection's default."""
+        if self.recovery_rate is not None:
+            return self.recovery_rate
+        return PAPER_RECOVERY_RATE if self.selection == "paper" else FINE_RECOVERY_RATE
+
+    def resolved_steps(self) -> int:
+        """The most steps per try: ``steps``, else the selection's default."""
+        if self.steps is not None:
+            return self.steps
+        return PAPER_STEPS if self.selection == "paper" else FINE_STEPS
+
+    def resolved_rollback_fraction(self) -> float:
+        """The share of a step put back by the tolerance rollback: ``rollback_fraction``, else
+        the selection's default."""
+        if self.rollback_fraction is not None:
+            return self.rollback_fraction
+        return PAPER_ROLLBACK_FRACTION if self.selection == "paper" else 0.0
