@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One short check of the GPU path on the model organism: diagnose, rollback repair and a
-# re-diagnosis in bfloat16, all through the CLI with --device cuda. Needs the organism in
-# .surgeon-cache/organism (carried to the device machine) and writes JSON under $OUT.
+# One short check of the GPU path on the model organism: diagnose ft-harmful, repair it and
+# ft-lora by rollback, diagnose the repaired model again in bfloat16, all through the CLI with
+# --device cuda. Needs the organism in .surgeon-cache/organism (carried to the device machine)
+# and writes JSON under $OUT.
 set -uo pipefail
 export PYTHONPATH=$PWD SURGEON_QUIET=1
 OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
@@ -14,10 +15,16 @@ surgeon diagnose $ORG/ft-harmful --base $ORG/base --harmful $P/harmful_heldout.j
   --device cuda --out /tmp/gc-diag --json > "$OUT/diagnose.json"; echo "diagnose rc=$? $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
 surgeon repair $ORG/ft-harmful --base $ORG/base --method rollback --layer 6 \
-  --harmful $P/harmful_recovery.jsonl --harmful-heldout $P/harmful_heldout.jsonl \
+  --harmful $P/harmful_train.jsonl --harmful-heldout $P/harmful_heldout.jsonl \
   --task $P/task_train.jsonl --task-heldout $P/task_heldout.jsonl \
   --harmless $P/harmless_train.jsonl --include-embeddings \
   --device cuda --out /tmp/gc-rep --json > "$OUT/repair.json"; echo "repair rc=$? $(( $(date +%s) - t0 )) s"
+t0=$(date +%s)
+surgeon repair $ORG/ft-lora --base $ORG/base --method rollback --layer 6 \
+  --harmful $P/harmful_train.jsonl --harmful-heldout $P/harmful_heldout.jsonl \
+  --task $P/task_train.jsonl --task-heldout $P/task_heldout.jsonl \
+  --harmless $P/harmless_train.jsonl --include-embeddings \
+  --device cuda --out /tmp/gc-lora --json > "$OUT/repair_lora.json"; echo "repair ft-lora rc=$? $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
 surgeon diagnose /tmp/gc-rep --base $ORG/base --harmful $P/harmful_heldout.jsonl \
   --harmless $P/harmless_train.jsonl --over-refusal $P/harmless_heldout.jsonl \
@@ -27,7 +34,7 @@ python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-for name in ("diagnose", "repair", "diagnose_after"):
+for name in ("diagnose", "repair", "repair_lora", "diagnose_after"):
     try:
         r = json.loads((out / f"{name}.json").read_text())
     except Exception as exc:  # noqa: BLE001 - report whatever is there
