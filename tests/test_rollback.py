@@ -401,22 +401,25 @@ def test_cli_repair_reports_a_verdict_and_exits_by_it(
     assert (report["verdict"] == "pass") == (harm_ok and task_ok and over_ok)
 
 
+PAPER_NO_TOLERANCE = RollbackConfig(
+    selection="paper",
+    recovery_rate=0.05,
+    steps=2,
+    warmup=1,
+    checkpoint_every=1,
+    task_tolerance=0.0,
+    target_margin=0.0,
+    max_new_tokens=2,
+    task_max_new_tokens=3,
+)
+"""The published rule with a task floor at the fine-tune's own metric: any drop restarts."""
+
+
 def test_paper_rule_with_tolerance_rollback_puts_entries_back(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
-    config = RollbackConfig(
-        selection="paper",
-        recovery_rate=0.05,
-        steps=2,
-        warmup=1,
-        checkpoint_every=1,
-        task_tolerance=0.0,
-        target_margin=0.0,
-        max_new_tokens=2,
-        task_max_new_tokens=3,
-    )
     result = rollback_repair(
-        pair["ft"], pair["base"], tmp_path / "o", config, _harmful(), _task(False)
+        pair["ft"], pair["base"], tmp_path / "o", PAPER_NO_TOLERANCE, _harmful(), _task(False)
     )
     assert result.tolerance_rollback_used
     rolled = [s for s in result.steps if s.tolerance_rollback]
@@ -729,17 +732,7 @@ def test_task_floor_after_the_warmup_restarts_with_the_tolerance_rollback(
 ) -> None:
     """A checkpoint below the task floor in the first try restarts the run with the tolerance
     rollback on, also after the warmup check (here the warmup check never comes)."""
-    config = RollbackConfig(
-        selection="paper",
-        recovery_rate=0.05,
-        steps=2,
-        warmup=50,
-        checkpoint_every=1,
-        task_tolerance=0.0,
-        target_margin=0.0,
-        max_new_tokens=2,
-        task_max_new_tokens=3,
-    )
+    config = replace(PAPER_NO_TOLERANCE, warmup=50)
     result = rollback_repair(
         pair["ft"], pair["base"], tmp_path / "o", config, _harmful(), _task(False)
     )
