@@ -192,8 +192,12 @@ def repair(
     prune: bool | None = typer.Option(
         None, "--prune/--no-prune", help="Put back unneeded restorations once on target."
     ),
-    recovery_rate: float | None = typer.Option(None, "--recovery-rate", help="Share per step."),
-    steps: int | None = typer.Option(None, "--steps", help="Maximum restoration steps."),
+    recovery_rate: float | None = typer.Option(
+        None, "--recovery-rate", help="Share per step (default 0.0005; 0.002 with paper)."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Maximum restoration steps (default 80; 20 with paper)."
+    ),
     target_margin: float | None = typer.Option(None, "--target-margin"),
     apply_mask: Path | None = typer.Option(
         None, "--apply-mask", help="Re-apply a saved rollback_mask.safetensors instead."
