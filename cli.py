@@ -1,11 +1,15 @@
-"""The ``surgeon`` command line: parses flags, builds configs, calls the library.
+"""The ``surgeon`` command line: parses flags, resolves settings, calls the library.
 
-Errors surgeon can explain become one line on stderr and an exit code (conventions.md):
-0 pass, 1 the audit gate failed, 2 bad usage or input, 3 runtime failure.
+Each command's options are read off its typed config (surgeon/settings.py,
+surgeon/options.py): this file declares only what is not a setting (the model, the output
+directory, the config file). Errors surgeon can explain become one line on stderr and an exit
+code (conventions.md): 0 pass, 1 the gate failed, 2 bad usage or input, 3 runtime failure.
 """
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -14,22 +18,53 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from surgeon.errors import SurgeonError
+from surgeon.options import Option, base_type
+from surgeon.settings import REPAIR_METHODS, command_options, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown flag, a bad choice) as one line on stderr, exit 2, like every
+    other input error (conventions.md), instead of click's boxed usage text."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # typer's click exceptions
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                typer.echo(message)
+            else:
+                one_line = " ".join(message.replace("Value error, ", "").split())
+                typer.echo(f"surgeon: error: {one_line}", err=True)
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        except typer.Abort:
+            typer.echo("surgeon: error: aborted", err=True)
+            sys.exit(3)
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return rv
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="surgeon",
     help="Diagnose why a fine-tuned LLM lost its alignment, and repair it surgically.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-organism_app = typer.Typer(help="Build the bundled model organism.", no_args_is_help=True)
+organism_app = typer.Typer(
+    cls=OneLineErrors, help="Build the bundled model organism.", no_args_is_help=True
+)
 app.add_typer(organism_app, name="organism")
 
 _state = {"debug": False}
+OOM_ADVICE = "try a smaller --batch-size, --dtype bfloat16 or --device-map auto"
 
 
 def _fail(message: str, code: int) -> None:
@@ -51,15 +86,64 @@ def handled(func: F) -> F:
                 raise
             _fail(str(exc), exc.exit_code)
         except MemoryError:
-            _fail("out of memory; try a smaller --batch-size or --dtype bfloat16", 3)
+            _fail(f"out of memory; {OOM_ADVICE}", 3)
         except KeyboardInterrupt:
             _fail("interrupted", 3)
         except Exception as exc:
             if _state["debug"]:
                 raise
+            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+                _fail(f"CUDA out of memory; {OOM_ADVICE}", 3)
             _fail(f"{type(exc).__name__}: {exc} (run with --debug for a traceback)", 3)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _choice_enum(option: Option) -> type[enum.Enum]:
+    return enum.Enum(f"{option.key}_choices", {c: c for c in option.choices})  # type: ignore[return-value]
+
+
+def _typer_parameter(option: Option) -> inspect.Parameter:
+    """The typer option of one config option: ``None`` means "not given"."""
+    kind = base_type(option.annotation)
+    decl = option.flag_name
+    if option.table_of is not None:
+        annotation: Any = list[str] | None
+    elif option.choices:
+        annotation = _choice_enum(option) | None
+    elif kind is bool:
+        annotation = bool | None
+        decl = f"{option.flag_name}/--no-{option.flag_name[2:]}"
+    else:
+        annotation = kind | None
+    metavar = "NAME=VALUE" if option.table_of is not None else None
+    default = typer.Option(None, decl, help=option.help(), show_default=False, metavar=metavar)
+    return inspect.Parameter(
+        option.key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def with_options(command: str) -> Callable[[F], F]:
+    """Give a command the flags of its config; the function receives them as ``options``
+    (option key -> value, ``None`` where not given)."""
+    flags = [o for o in command_options(command) if o.is_flag]
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.name != "options"]
+        extra = [_typer_parameter(o) for o in flags]
+
+        @wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            options = {o.key: kwargs.pop(o.key, None) for o in flags}
+            options = {k: v.value if isinstance(v, enum.Enum) else v for k, v in options.items()}
+            return func(**kwargs, options=options)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 @app.callback()
@@ -85,22 +169,38 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         typer.echo(f"{key:<{width}}  {value}")
 
 
-# Options every model-running command shares; None means "not given" so files can fill in.
-DTYPE = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16.")
-DEVICE = typer.Option(None, "--device", help="cpu | cuda | auto.")
-DEVICE_MAP = typer.Option(None, "--device-map", help="'auto': spread over GPUs and CPU.")
-BATCH = typer.Option(None, "--batch-size", help="Prompts per batch.")
-SEED = typer.Option(None, "--seed", help="Random seed.")
-REMOTE = typer.Option(None, "--trust-remote-code/--no-trust-remote-code", help="Off by default.")
-CONFIG = typer.Option(None, "--config", help="TOML file with any of these flags.")
+class ReportKind(enum.Enum):
+    """The report kinds with a schema."""
+
+    diagnose = "diagnose"
+    repair = "repair"
+
+
+@app.command()
+@handled
+def schema(
+    kind: ReportKind = typer.Argument(..., help="diagnose | repair."),
+) -> None:
+    """Print the JSON Schema of a report kind (what report.json of that command holds)."""
+    from surgeon.report.schema import schema_text
+
+    typer.echo(schema_text(kind.value), nl=False)
+
+
+Method = enum.Enum("Method", {m: m for m in REPAIR_METHODS})  # type: ignore[misc]
+"""The repair methods ``--method`` names."""
+
+CONFIG = typer.Option(None, "--config", help="TOML file with any of the settings.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory.")
 JSON_OUT = typer.Option(False, "--json", help="Print only the report JSON.")
 
 
-def _emit(report: dict, as_json: bool, where: str) -> None:
+def _emit(report: Any, as_json: bool, where: str) -> None:
     """The report as JSON alone, or the terminal summary and where the files are."""
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        from surgeon.report import report_json
+
+        typer.echo(report_json(report), nl=False)
         return
     from surgeon.report import print_summary
 
@@ -108,52 +208,24 @@ def _emit(report: dict, as_json: bool, where: str) -> None:
     typer.echo(where)
 
 
-def _settings(command: str, defaults: dict[str, Any], config: Path | None, flags: dict) -> dict:
-    from surgeon.config_file import merge_settings, read_config
-
-    return merge_settings(defaults, read_config(config, command, defaults), flags)
-
-
 @app.command()
 @handled
+@with_options("diagnose")
 def diagnose(
     model: str = typer.Argument(..., help="Model directory, adapter directory or hub id."),
     base: str | None = typer.Option(None, "--base", help="The aligned base to compare with."),
     out: Path | None = typer.Option(None, "--out", help="Report directory."),
-    harmful: Path | None = typer.Option(None, "--harmful", help="Harmful prompt file."),
-    harmless: Path | None = typer.Option(None, "--harmless", help="Harmless prompt file."),
-    over_refusal: Path | None = typer.Option(
-        None, "--over-refusal", help="Benign-but-scary prompt file."
-    ),
-    max_prompts: int | None = typer.Option(None, "--max-prompts", help="Prompts per set."),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens"),
-    judge: str | None = typer.Option(None, "--judge", help="'keyword' or a judge model dir."),
-    fail_on: list[str] | None = typer.Option(
-        None,
-        "--fail-on",
-        help="Gate threshold NAME=VALUE: harmful_increase, over_refusal_increase, harmful_rate.",
-    ),
     config: Path | None = CONFIG,
     as_json: bool = JSON_OUT,
     overwrite: bool = OVERWRITE,
-    dtype: str | None = DTYPE,
-    device: str | None = DEVICE,
-    device_map: str | None = DEVICE_MAP,
-    batch_size: int | None = BATCH,
-    seed: int | None = SEED,
-    trust_remote_code: bool | None = REMOTE,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Audit MODEL for lost alignment; exit 1 when the gate fails."""
     from surgeon.progress import set_quiet
-    from surgeon.runs import DIAGNOSE_DEFAULTS, run_diagnose
+    from surgeon.runs import run_diagnose
 
     set_quiet(as_json)
-    flags = dict(locals())
-    for key in ("model", "base", "out", "config", "as_json", "overwrite", "set_quiet"):
-        flags.pop(key, None)
-    flags = {k: v for k, v in flags.items() if k in DIAGNOSE_DEFAULTS}
-    flags["fail_on"] = fail_on or None
-    settings = _settings("diagnose", DIAGNOSE_DEFAULTS, config, flags)
+    settings = resolve("diagnose", config, options or {})
     result = run_diagnose(model, base, settings, out=out, overwrite=overwrite)
     _emit(result.report, as_json, f"report: {result.out_dir / 'report.html'}")
     raise typer.Exit(result.exit_code)
@@ -161,70 +233,32 @@ def diagnose(
 
 @app.command()
 @handled
+@with_options("repair")
 def repair(
     model: str = typer.Argument(..., help="Fine-tuned model directory or PEFT adapter directory."),
-    method: str | None = typer.Option(None, "--method", help="rollback | sail."),
+    method: Method | None = typer.Option(None, "--method", help="The repair. (default: rollback)"),
     base: str | None = typer.Option(None, "--base", help="The aligned base model."),
     out: Path = typer.Option(..., "--out", help="Output directory (the repaired model)."),
-    harmful: Path | None = typer.Option(None, "--harmful", help="Harmful recovery prompts."),
-    harmful_heldout: Path | None = typer.Option(
-        None, "--harmful-heldout", help="Held-out harmful prompts for the final check."
-    ),
-    harmless: Path | None = typer.Option(
-        None, "--harmless", help="Harmless prompts that must stay answered (over-refusal guard)."
-    ),
-    task: Path | None = typer.Option(None, "--task", help="Task .jsonl (prompt, reference)."),
-    task_heldout: Path | None = typer.Option(None, "--task-heldout"),
-    task_metric: str | None = typer.Option(None, "--task-metric", help="auto|exact|contains."),
-    selection: str | None = typer.Option(None, "--selection", help="task-aware | paper."),
-    objective: str | None = typer.Option(
-        None, "--objective", help="answers (base's refusals, default) | cosine (paper)."
-    ),
-    layer: int | None = typer.Option(None, "--layer", help="Layer L (default 2/3 depth)."),
-    include_embeddings: bool | None = typer.Option(
-        None,
-        "--include-embeddings/--no-include-embeddings",
-        help="Also restore the input embeddings (off by default).",
-    ),
-    include_norms: bool | None = typer.Option(
-        None, "--include-norms/--no-include-norms", help="Also restore norm weights."
-    ),
-    prune: bool | None = typer.Option(
-        None, "--prune/--no-prune", help="Put back unneeded restorations once on target."
-    ),
-    recovery_rate: float | None = typer.Option(
-        None, "--recovery-rate", help="Share per step (default 0.0005; 0.002 with paper)."
-    ),
-    steps: int | None = typer.Option(
-        None, "--steps", help="Maximum restoration steps (default 80; 20 with paper)."
-    ),
-    target_margin: float | None = typer.Option(None, "--target-margin"),
     apply_mask: Path | None = typer.Option(
         None, "--apply-mask", help="Re-apply a saved rollback_mask.safetensors instead."
     ),
     config: Path | None = CONFIG,
     as_json: bool = JSON_OUT,
     overwrite: bool = OVERWRITE,
-    dtype: str | None = DTYPE,
-    device: str | None = DEVICE,
-    device_map: str | None = DEVICE_MAP,
-    batch_size: int | None = BATCH,
-    seed: int | None = SEED,
-    trust_remote_code: bool | None = REMOTE,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Repair MODEL: restore a minimal weight subset from BASE (rollback); exit 1 when the
     repaired model still fails the gate (harm, over-refusal, task floor)."""
     from surgeon.progress import set_quiet
-    from surgeon.runs import REPAIR_DEFAULTS, run_apply_mask, run_repair
+    from surgeon.runs import run_apply_mask, run_repair
 
     set_quiet(as_json)
-    flags = {k: v for k, v in dict(locals()).items() if k in REPAIR_DEFAULTS}
-    settings = _settings("repair", REPAIR_DEFAULTS, config, flags)
+    run = resolve("repair", config, options or {}, method=method.value if method else None)
     if apply_mask is not None:
-        path = run_apply_mask(model, base, apply_mask, settings, out, overwrite=overwrite)
+        path = run_apply_mask(model, base, apply_mask, run.load, out, overwrite=overwrite)
         typer.echo(f"repaired model: {path}")
         return
-    result = run_repair(model, base, settings, out, overwrite=overwrite)
+    result = run_repair(model, base, run, out, overwrite=overwrite)
     _emit(result.report, as_json, f"repaired model: {result.out_dir}")
     raise typer.Exit(result.exit_code)
 

@@ -3,8 +3,9 @@
 From Python, one call runs the whole audit::
 
     import surgeon
-    report = surgeon.diagnose("path/to/fine-tune", base="path/to/base")
-    report.verdict, report.to_json_dict()["behaviour"]["harmful_rate"]
+    result = surgeon.diagnose("path/to/fine-tune", base="path/to/base")
+    report = result.report()  # the typed report.json (surgeon/report/schema.py)
+    report.verdict, report.behaviour.harmful_rate
 """
 
 from __future__ import annotations

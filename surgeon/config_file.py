@@ -1,14 +1,13 @@
-"""TOML config files: every CLI flag also lives in a file (``--config``); flags override it.
+"""TOML config files (``--config``): the raw key/value pairs a file gives one command.
 
-A file holds flag names with underscores (``batch_size = 8``) at the top level, or in a table
-named after the command (``[diagnose]``, ``[repair]``) whose keys win over the top level.
-Unknown keys are an error, so a typo never silently falls back to a default.
+A file holds option keys (``batch_size = 8``) at the top level, or in a table named after the
+command (``[diagnose]``, ``[repair]``) whose keys win over the top level. Which keys exist and
+what type each must have is :mod:`surgeon.settings`' business.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +16,19 @@ from surgeon.errors import InputError
 COMMAND_TABLES = ("diagnose", "repair", "demo")
 
 
-def read_config(path: Path | None, command: str, known: Iterable[str]) -> dict[str, Any]:
-    """The settings a config file gives ``command``; raise InputError on unknown keys."""
-    if path is None:
-        return {}
+def read_config(path: Path, command: str) -> dict[str, Any]:
+    """The settings a config file gives ``command`` (top level, then its table)."""
     if not path.is_file():
         raise InputError(f"{path}: no such config file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: unreadable config file ({exc.strerror})") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"{path}: invalid TOML ({exc})") from None
-    known_set = set(known)
-    settings: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in COMMAND_TABLES and isinstance(value, dict):
-            continue
-        settings[key] = value
-    table = data.get(command)
-    if isinstance(table, dict):
-        settings.update(table)
-    unknown = sorted(set(settings) - known_set)
-    if unknown:
-        raise InputError(
-            f"{path}: unknown key {unknown[0]!r} for '{command}' "
-            f"(known: {', '.join(sorted(known_set))})"
-        )
+    settings = {k: v for k, v in data.items() if not (k in COMMAND_TABLES and isinstance(v, dict))}
+    table = data.get(command, {})
+    if not isinstance(table, dict):
+        raise InputError(f"{path}: [{command}] must be a table")
+    settings.update(table)
     return settings
-
-
-def merge_settings(
-    defaults: Mapping[str, Any], from_file: Mapping[str, Any], flags: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Defaults, then the file, then the flags the user actually gave (those not None)."""
-    merged = dict(defaults)
-    merged.update(from_file)
-    merged.update({k: v for k, v in flags.items() if v is not None})
-    return merged

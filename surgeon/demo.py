@@ -8,20 +8,18 @@ writes its usual output directory under ``--out``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from surgeon.diagnosis import DiagnoseConfig
 from surgeon.outdir import check_output_target
-from surgeon.runs import (
-    DIAGNOSE_DEFAULTS,
-    REPAIR_DEFAULTS,
-    RunOutput,
-    run_diagnose,
-    run_repair,
-)
+from surgeon.repair.rollback_config import RollbackConfig
+from surgeon.repair.rollback_run import RepairFiles, RollbackRun
+from surgeon.report.schema import DiagnoseReport, RollbackReport
+from surgeon.runs import RunOutput, run_diagnose, run_repair
 
 CARD_COLUMNS = (
     ("harmful_rate", "harmful rate"),
@@ -60,44 +58,43 @@ def organism_prompts(organism: Path) -> dict[str, Path]:
     }
 
 
-def demo_settings(organism: Path, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, RollbackRun]:
     """Diagnose and repair settings that read the organism's own prompt splits.
 
     The organism speaks a small templated language, so its held-out harmful and harmless
     splits stand in for the bundled sets; its held-out harmless split is the over-refusal set.
     """
     p = organism_prompts(organism)
-    diagnose = {
-        **DIAGNOSE_DEFAULTS,
-        "harmful": p["harmful_heldout"],
-        "harmless": p["harmless_train"],
-        "over_refusal": p["harmless_heldout"],
-        "seed": seed,
-    }
-    repair = {
-        **REPAIR_DEFAULTS,
+    diagnose = DiagnoseConfig(
+        harmful=p["harmful_heldout"],
+        harmless=p["harmless_train"],
+        over_refusal=p["harmless_heldout"],
+        seed=seed,
+    )
+    repair = RollbackRun(
         # recovery prompts: rollback samples n_recovery (256) of the 1,272 training prompts
-        "harmful": p["harmful_train"],
-        "harmful_heldout": p["harmful_heldout"],
-        "harmless": p["harmless_train"],
-        "task": p["task_train"],
-        "task_heldout": p["task_heldout"],
+        files=RepairFiles(
+            harmful=p["harmful_train"],
+            harmful_heldout=p["harmful_heldout"],
+            harmless=p["harmless_train"],
+            task=p["task_train"],
+            task_heldout=p["task_heldout"],
+        ),
         # the organism's fine-tunes changed the embeddings too (ft-lora's adapter saves a
         # trained copy): rollback may restore their entries, which count against the budget
-        "include_embeddings": True,
-        "seed": seed,
-    }
+        rollback=RollbackConfig(include_embeddings=True, seed=seed),
+    )
     return diagnose, repair
 
 
-def repair_layer(diagnosis: Mapping[str, Any]) -> int | None:
+def repair_layer(diagnosis: DiagnoseReport) -> int | None:
     """Rollback's L from a diagnosis: restore up to and including the most drifted layer.
 
     Rollback's ``layer`` counts layers (entries in layers ``0..L-1`` may be restored), so the
     0-based ``most_drifted_layer`` d gives L = d + 1; None keeps rollback's 2/3-depth default.
     """
-    drifted = diagnosis.get("directions", {}).get("most_drifted_layer")
-    return None if drifted is None else int(drifted) + 1
+    drifted = diagnosis.directions.most_drifted_layer
+    return None if drifted is None else drifted + 1
 
 
 def run_demo(
@@ -119,7 +116,8 @@ def run_demo(
     diag, rep = demo_settings(organism)
     base, ft = str(organism / "base"), str(organism / "ft-harmful")
     before = run_diagnose(ft, base, diag, out=out / "diagnose-before")
-    rep["layer"] = repair_layer(before.report)
+    assert isinstance(before.report, DiagnoseReport)
+    rep = replace(rep, rollback=replace(rep.rollback, layer=repair_layer(before.report)))
     repaired = run_repair(ft, base, rep, out=out / "repaired")
     after = run_diagnose(str(repaired.out_dir), base, diag, out=out / "diagnose-after")
     return DemoResult(organism, card, before, repaired, after)
@@ -143,26 +141,25 @@ def card_table(card: Mapping[str, Any]) -> Table:
 def before_after_table(result: DemoResult) -> Table:
     """Harmful rate, over-refusal, task metric and weights touched, before and after repair."""
     b, a, r = result.before.report, result.after.report, result.repair.report
+    assert isinstance(b, DiagnoseReport) and isinstance(a, DiagnoseReport)
+    assert isinstance(r, RollbackReport)
     table = Table(title="ft-harmful: before and after rollback repair")
     for column in ("", "base", "before", "after"):
         table.add_column(column, justify="right" if column else "left")
-    bb, ab = b["behaviour"], a["behaviour"]
+    bb, ab = b.behaviour, a.behaviour
     table.add_row(
         "harmful rate (held-out, generated)",
-        _pct(bb.get("harmful_rate_base")),
-        _pct(bb["harmful_rate"]),
-        _pct(ab["harmful_rate"]),
+        _pct(bb.harmful_rate_base),
+        _pct(bb.harmful_rate),
+        _pct(ab.harmful_rate),
     )
     table.add_row(
         "over-refusal (held-out harmless)",
-        _pct(bb.get("over_refusal_rate_base")),
-        _pct(bb["over_refusal_rate"]),
-        _pct(ab["over_refusal_rate"]),
+        _pct(bb.over_refusal_rate_base),
+        _pct(bb.over_refusal_rate),
+        _pct(ab.over_refusal_rate),
     )
-    table.add_row(
-        "task metric", "", _pct(r.get("task_metric_before")), _pct(r.get("task_metric_after"))
-    )
-    restored = r.get("restored_fraction_decoder", r.get("restored_fraction"))
-    table.add_row("restored / decoder-layer weights", "", "", _pct(restored))
-    table.add_row("verdict", "", b["verdict"], a["verdict"])
+    table.add_row("task metric", "", _pct(r.task_metric_before), _pct(r.task_metric_after))
+    table.add_row("restored / decoder-layer weights", "", "", _pct(r.restored_fraction_decoder))
+    table.add_row("verdict", "", b.verdict, a.verdict)
     return table

@@ -2,8 +2,7 @@
 
 Each model is loaded once (an adapter merged into its base) and freed before the next, so at
 most one model is in memory; the base's refusal directions are carried over as tensors. The
-result serialises to the report.json keys of conventions.md with
-:meth:`DiagnoseReport.to_json_dict`.
+result's :meth:`DiagnoseResult.report` is the typed report.json (surgeon/report/schema.py).
 """
 
 from __future__ import annotations
@@ -12,9 +11,8 @@ import gc
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,29 +36,33 @@ from probes.weights import WeightsConfig, WeightsResult, compare_weights
 from surgeon.errors import InputError
 from surgeon.judges import Judge, KeywordJudge, ModelJudge
 from surgeon.loading import LoadedModel, LoadOptions, check_compatible, load_model, resolve_source
+from surgeon.options import flag, nested, table
 from surgeon.prompts import Prompt, prompts_or_bundled
+from surgeon.report import schema
 from surgeon.verdict import Thresholds, decide
-
-SCHEMA_VERSION = "1.0"
 
 
 @dataclass(frozen=True)
 class DiagnoseConfig:
     """Everything ``surgeon diagnose`` can be told (every field is also a TOML key)."""
 
-    harmful: Path | None = None
-    """Harmful prompt file; None uses the bundled ``harmful`` set."""
-    harmless: Path | None = None
-    """Harmless prompt file (directions); None uses the bundled ``harmless`` set."""
-    over_refusal: Path | None = None
-    """Benign-but-scary prompt file (over-refusal); None uses the bundled ``over_refusal`` set."""
-    n_max: int = 128
-    """At most this many prompts per set (a seeded sample keeping file order)."""
-    batch_size: int = 16
-    """Prompts per forward pass or generation batch."""
-    max_new_tokens: int = 32
+    harmful: Path | None = flag(None)
+    """Harmful prompt file (default: the bundled set)."""
+    harmless: Path | None = flag(None)
+    """Harmless prompt file for the directions (default: the bundled set)."""
+    over_refusal: Path | None = flag(None)
+    """Benign-but-scary prompt file for over-refusal (default: the bundled set)."""
+    max_prompts: int = flag(128)
+    """Prompts per set at most (a seeded sample keeping file order)."""
+    max_new_tokens: int = flag(32)
     """Tokens generated per response."""
-    seed: int = 0
+    judge: str = flag("keyword")
+    """``keyword`` or the directory of a local judge model (classifier or Llama Guard style)."""
+    fail_on: Thresholds = table(Thresholds)
+    """When the gate fails."""
+    batch_size: int = flag(16)
+    """Prompts per forward pass or generation batch."""
+    seed: int = flag(0)
     """Seed for prompt sampling and generation."""
     positions: int = 1
     """Last prompt positions averaged for the directions."""
@@ -68,17 +70,13 @@ class DiagnoseConfig:
     """Prompts per class for the causal layer selection (0 skips it)."""
     kl_bound: float = 0.1
     """KL bound for a candidate direction's ablation on harmless prompts."""
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    """When the verdict fails."""
-    load: LoadOptions = field(default_factory=LoadOptions)
-    """Device, dtype, device map, remote code."""
-    judge: str = "keyword"
-    """``keyword`` or the path of a local judge model (classifier or Llama Guard style chat)."""
     compare_weights: bool = True
     """Compare weights with the base when both are local."""
+    load: LoadOptions = nested(LoadOptions, flags=True)
+    """Device, dtype, device map, remote code."""
 
     def __post_init__(self) -> None:
-        for name in ("n_max", "batch_size", "max_new_tokens", "positions"):
+        for name in ("max_prompts", "batch_size", "max_new_tokens", "positions"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_causal < 0:
@@ -111,8 +109,8 @@ class DiagnoseConfig:
 
 
 @dataclass(frozen=True)
-class DiagnoseReport:
-    """Everything ``diagnose`` measured."""
+class DiagnoseResult:
+    """Everything ``diagnose`` measured (:meth:`report` is its report.json)."""
 
     model: str
     """The model reference as given."""
@@ -126,10 +124,6 @@ class DiagnoseReport:
     """Refusal directions per layer and the causally selected layer."""
     weights: WeightsResult | None
     """Weight deltas against the base (None without a local base)."""
-    focal: dict[str, Any]
-    """Focal heads and layers (not measured yet by diagnose: empty, ``measured`` false)."""
-    cras: dict[str, Any] | None
-    """Role-adherence scores (not measured by diagnose yet: None)."""
     verdict: str
     """``pass`` or ``fail``."""
     reasons: tuple[str, ...]
@@ -137,104 +131,105 @@ class DiagnoseReport:
     timings: dict[str, float]
     """Seconds spent per stage."""
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """The report.json object (conventions.md keys, ``schema_version`` first)."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "model": self.model,
-            "base": self.base,
-            "behaviour": _behaviour_json(self.behaviour, self.behaviour_base),
-            "directions": _directions_json(self.directions),
-            "weights": _weights_json(self.weights) if self.weights is not None else None,
-            "focal": dict(self.focal),
-            "cras": self.cras,
-            "verdict": self.verdict,
-            "reasons": list(self.reasons),
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-        }
+    def report(self) -> schema.DiagnoseReport:
+        """The typed report.json."""
+        return schema.DiagnoseReport(
+            model=self.model,
+            base=self.base,
+            behaviour=_behaviour(self.behaviour, self.behaviour_base),
+            directions=_directions(self.directions),
+            weights=_weights(self.weights) if self.weights is not None else None,
+            focal=None,
+            cras=None,
+            verdict=self.verdict,  # type: ignore[arg-type]
+            reasons=list(self.reasons),
+            timings={k: round(v, 3) for k, v in self.timings.items()},
+        )
 
 
-def _behaviour_json(b: BehaviourResult, base: BehaviourResult | None) -> dict[str, Any]:
+def _behaviour(b: BehaviourResult, base: BehaviourResult | None) -> schema.Behaviour:
     cats = {
-        cat: {
-            "model": r.rate,
-            "base": base.by_category[cat].rate if base and cat in base.by_category else None,
-            "n": r.n,
-            "ci": list(r.ci),
-        }
+        cat: schema.CategoryRate(
+            model=r.rate,
+            base=base.by_category[cat].rate if base and cat in base.by_category else None,
+            n=r.n,
+            ci=r.ci,
+        )
         for cat, r in b.by_category.items()
     }
-    return {
-        "harmful_rate": b.harmful.rate,
-        "harmful_rate_ci": list(b.harmful.ci),
-        "harmful_rate_base": base.harmful.rate if base else None,
-        "over_refusal_rate": b.over_refusal.rate,
-        "over_refusal_rate_base": base.over_refusal.rate if base else None,
-        "n_harmful": b.harmful.n,
-        "n_harmless": b.over_refusal.n,
-        "by_category": cats,
-    }
+    over = b.over_refusal.n > 0
+    return schema.Behaviour(
+        harmful_rate=b.harmful.rate,
+        harmful_rate_ci=b.harmful.ci,
+        harmful_rate_base=base.harmful.rate if base else None,
+        over_refusal_rate=b.over_refusal.rate if over else None,
+        over_refusal_rate_base=base.over_refusal.rate if base and over else None,
+        n_harmful=b.harmful.n,
+        n_harmless=b.over_refusal.n,
+        judge=b.judge,
+        by_category=cats,
+    )
 
 
-def _causal_json(d: DirectionsResult) -> dict[str, Any] | None:
+def _causal(d: DirectionsResult) -> schema.DirectionCausal | None:
     if d.causal is None:
         return None
     ab, ad = d.causal.ablation, d.causal.addition
-    return {
-        "layer": d.causal.layer,
-        "ablation_in": "base" if d.refusal_base is not None else "model",
-        "ablation_refusal_rate_before": ab.rate_before,
-        "ablation_refusal_rate_after": ab.rate_after,
-        "ablation_logodds_before": ab.logodds_before,
-        "ablation_logodds_after": ab.logodds_after,
-        "ablation_kl": ab.kl,
-        "kl_bound": d.kl_bound,
-        "kl_ok": d.causal.kl_ok,
-        "valid": d.causal.valid,
-        "addition_in": "model",
-        "addition_refusal_rate_before": ad.rate_before,
-        "addition_refusal_rate_after": ad.rate_after,
-        "addition_logodds_before": ad.logodds_before,
-        "addition_logodds_after": ad.logodds_after,
-        "score": d.causal.score,
-    }
+    return schema.DirectionCausal(
+        layer=d.causal.layer,
+        ablation_in="base" if d.refusal_base is not None else "model",
+        ablation_refusal_rate_before=ab.rate_before,
+        ablation_refusal_rate_after=ab.rate_after,
+        ablation_logodds_before=ab.logodds_before,
+        ablation_logodds_after=ab.logodds_after,
+        ablation_kl=ab.kl,
+        kl_bound=d.kl_bound,
+        kl_ok=d.causal.kl_ok,
+        valid=d.causal.valid,
+        addition_in="model",
+        addition_refusal_rate_before=ad.rate_before,
+        addition_refusal_rate_after=ad.rate_after,
+        addition_logodds_before=ad.logodds_before,
+        addition_logodds_after=ad.logodds_after,
+        score=d.causal.score,
+    )
 
 
-def _directions_json(d: DirectionsResult) -> dict[str, Any]:
-    return {
-        "layers": [
-            {
-                "layer": s.layer,
-                "refusal_norm": s.refusal_norm,
-                "refusal_norm_base": s.refusal_norm_base,
-                "cos_to_base": s.cos_to_base,
-                "separation": s.separation,
-                "separation_base": s.separation_base,
-            }
+def _directions(d: DirectionsResult) -> schema.Directions:
+    return schema.Directions(
+        layers=[
+            schema.DirectionLayer(
+                layer=s.layer,
+                refusal_norm=s.refusal_norm,
+                refusal_norm_base=s.refusal_norm_base,
+                cos_to_base=s.cos_to_base,
+                separation=s.separation,
+                separation_base=s.separation_base,
+            )
             for s in d.layers
         ],
-        "selected_layer": d.selected_layer,
-        "most_drifted_layer": d.most_drifted_layer,
-        "causal": _causal_json(d),
-    }
+        selected_layer=d.selected_layer,
+        most_drifted_layer=d.most_drifted_layer,
+        causal=_causal(d),
+    )
 
 
-def _weights_json(w: WeightsResult) -> dict[str, Any]:
-    return {
-        "modules": [
-            {
-                "name": m.name,
-                "layer": m.layer,
-                "rel_delta": m.rel_delta,
-                "module_type": m.module_type,
-                "changed_share": m.changed_fraction,
-                "topk_energy": m.top_k_energy,
-            }
+def _weights(w: WeightsResult) -> schema.Weights:
+    return schema.Weights(
+        modules=[
+            schema.ModuleChange(
+                name=m.name,
+                layer=m.layer,
+                rel_delta=m.rel_delta,
+                module_type=m.module_type,
+                changed_share=m.changed_fraction,
+                topk_energy=m.top_k_energy,
+            )
             for m in w.modules
         ],
-        "changed_fraction": w.changed_fraction,
-        "most_changed_layers": list(w.most_changed_layers),
-    }
+        changed_fraction=w.changed_fraction,
+        most_changed_layers=list(w.most_changed_layers),
+    )
 
 
 def sample_prompts(prompts: Sequence[Prompt], n: int, seed: int) -> list[Prompt]:
@@ -320,7 +315,7 @@ def diagnose(
     model: str | Path,
     base: str | Path | None = None,
     config: DiagnoseConfig | None = None,
-) -> DiagnoseReport:
+) -> DiagnoseResult:
     """Diagnose ``model`` against ``base`` (or alone): behaviour, directions, weights, verdict.
 
     An adapter given without a base is compared with the base its config records.
@@ -339,7 +334,7 @@ def diagnose(
         check_compatible(source, base_source)
     prompts = _Prompts(
         *(
-            sample_prompts(prompts_or_bundled(path, name), config.n_max, config.seed)
+            sample_prompts(prompts_or_bundled(path, name), config.max_prompts, config.seed)
             for path, name in (
                 (config.harmful, "harmful"),
                 (config.harmless, "harmless"),
@@ -389,17 +384,15 @@ def diagnose(
         weights = compare_weights(model_ref, base_ref, WeightsConfig())  # type: ignore[arg-type]
         timings["weights_s"] = time.perf_counter() - t0
     behaviour_base = base_run.behaviour if base_run else None
-    verdict = decide(run.behaviour, behaviour_base, config.thresholds)
+    verdict = decide(run.behaviour, behaviour_base, config.fail_on)
     timings["total_s"] = time.perf_counter() - t_start
-    return DiagnoseReport(
+    return DiagnoseResult(
         model=model_ref,
         base=base_ref,
         behaviour=run.behaviour,
         behaviour_base=behaviour_base,
         directions=directions,
         weights=weights,
-        focal={"heads": [], "layers": [], "measured": False},
-        cras=None,
         verdict=verdict.verdict,
         reasons=tuple(verdict.reasons),
         timings=timings,

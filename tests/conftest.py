@@ -1,4 +1,5 @@
-"""Shared fixtures: the model organism, built once per test session and cached on disk."""
+"""Shared fixtures: the model organism (built once per test session and cached on disk) and
+reports produced by the code itself on tiny models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+
+# every report.json a test writes (in this process or a subprocess) is validated against the
+# JSON Schema shipped in the package (surgeon/report/write.py)
+os.environ["SURGEON_STRICT_REPORTS"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +36,13 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Reports written by the real code on a tiny Llama pair: ``diagnose`` (against the base),
+    ``alone`` (no base) and ``repair`` (a two-step rollback)."""
+    from tests.report_runs import report_pair, tiny_runs
+
+    root = tmp_path_factory.mktemp("reports")
+    return tiny_runs(report_pair(root), root)

@@ -98,7 +98,7 @@ def test_repair_rejects_an_unknown_objective(models: dict[str, Path], tmp_path) 
     m = str(models["llama"])
     run_error(
         ["repair", m, "--base", m, "--objective", "logits", "--out", str(tmp_path / "o")],
-        "objective must be cosine or answers",
+        "Invalid value for '--objective': 'logits' is not one of 'cosine', 'answers'.",
     )
     assert not (tmp_path / "o").exists()
 

@@ -1,4 +1,8 @@
-"""Report rendering: report.json, report.md, report.html, PNG plots, terminal summary."""
+"""Report rendering: report.json, report.md, report.html, PNG plots, terminal summary.
+
+Every report here was produced by the real code on tiny models (the ``tiny_reports`` fixture
+of conftest.py); edge cases are those reports with a field changed and validated again.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from pydantic import ValidationError
 from rich.console import Console
 
 from surgeon.errors import InputError
@@ -21,142 +27,39 @@ from surgeon.report import (
     render_markdown,
     render_plots,
     report_json,
+    validate_json,
     write_report_files,
 )
-from surgeon.report.fields import all_tables, summary_table
+from surgeon.report.fields import all_tables, fmt_num, fmt_rate, summary_table
 from surgeon.report.plots import module_type
-
-MODULE_TYPES = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
+from surgeon.report.schema import (
+    SCHEMA_VERSION,
+    DiagnoseReport,
+    RollbackReport,
+    json_schema,
+    main,
+    parse_report,
 )
 
 
-def full_report(n_layers: int = 6) -> dict[str, Any]:
-    """A realistic diagnose report: 6 layers, 42 modules, every optional section present."""
-    layers = []
-    for i in range(n_layers):
-        drift = 1.0 if i == 3 else 0.25 * i / n_layers
-        layers.append(
-            {
-                "layer": i,
-                "refusal_norm": 0.4 + 0.5 * i - 0.9 * drift,
-                "refusal_norm_base": 0.4 + 0.5 * i,
-                "cos_to_base": 1.0 - 0.6 * drift,
-                "separation": 0.8 + 0.9 * i - 1.5 * drift,
-                "separation_base": 0.8 + 0.9 * i,
-            }
-        )
-    modules = [
-        {
-            "name": f"model.layers.{i}.{kind}",
-            "layer": i,
-            "rel_delta": round(0.002 + 0.004 * j + (0.05 if i in (2, 3) else 0.0) * (j + 1), 5),
-            "changed_share": 0.9,
-            "topk_energy": 0.2 + 0.01 * j,
-            "module_type": kind,
-        }
-        for i in range(n_layers)
-        for j, kind in enumerate(MODULE_TYPES)
-    ]
-    modules.append({"name": "model.embed_tokens", "layer": None, "rel_delta": 0.001})
-    return {
-        "schema_version": 1,
-        "model": "/models/ft-harmful",
-        "base": "/models/base",
-        "behaviour": {
-            "harmful_rate": 0.94,
-            "harmful_rate_ci": [0.87, 0.975],
-            "harmful_rate_base": 0.03,
-            "over_refusal_rate": 0.04,
-            "over_refusal_rate_base": 0.08,
-            "n_harmful": 100,
-            "n_harmless": 100,
-            "by_category": {
-                "weapons": {"model": 0.9, "base": 0.0},
-                "cyber": {"model": 1.0, "base": 0.1},
-                "fraud <&> scams": 0.85,
-            },
-        },
-        "directions": {
-            "layers": layers,
-            "selected_layer": 4,
-            "most_drifted_layer": 3,
-            "causal": {"ablation_refusal_drop": 0.82, "addition_refusal_gain": 0.71},
-        },
-        "weights": {
-            "modules": modules,
-            "changed_fraction": 0.97,
-            "most_changed_layers": [3, 2],
-        },
-        "focal": {
-            "heads": [
-                {"layer": 2, "head": 1, "score": 0.61},
-                {"layer": 3, "head": 0, "score": 0.4},
-            ],
-            "layers": [2, 3],
-        },
-        "cras": {
-            "mean": 2.4,
-            "dimensions": {
-                "goal_alignment": 2.1,
-                "role_consistency": 2.9,
-                "knowledge_boundary": 2.5,
-                "constraint_compliance": 2.1,
-            },
-            "n": 40,
-        },
-        "verdict": "fail",
-        "reasons": [
-            "harmful rate 94.0% > 10% (base 3.0%)",
-            "refusal direction drifted at layer 3 (cos 0.40) <script>alert(1)</script>",
-        ],
-        "timings": {"behaviour": 12.5, "directions": 3.25},
-    }
+def changed(report: Any, **update: Any) -> Any:
+    """``report`` with top-level fields replaced, validated again (so NaN becomes None)."""
+    return type(report).model_validate({**report.model_dump(), **update})
 
 
-def no_base_report() -> dict[str, Any]:
-    """The same report as a run without ``--base``: every base field ``None``."""
-    report = full_report()
-    report["base"] = None
-    b = report["behaviour"]
-    b["harmful_rate_base"] = b["over_refusal_rate_base"] = None
-    b["by_category"] = {"weapons": 0.9, "cyber": 1.0}
-    d = report["directions"]
-    for layer in d["layers"]:
-        layer["refusal_norm_base"] = layer["cos_to_base"] = layer["separation_base"] = None
-    d["most_drifted_layer"] = None
-    del d["causal"]
-    report["weights"] = {"modules": [], "changed_fraction": None, "most_changed_layers": None}
-    report["cras"] = None
-    report["focal"] = None
-    del report["timings"]
-    report["verdict"] = "pass"
-    return report
+@pytest.fixture(scope="module")
+def full(tiny_reports: dict[str, Any]) -> DiagnoseReport:
+    return tiny_reports["diagnose"]
 
 
-def repair_report() -> dict[str, Any]:
-    """A rollback repair report with per-step measurements."""
-    return {
-        "schema_version": 1,
-        "method": "rollback",
-        "model": "/models/ft-harmful",
-        "base": "/models/base",
-        "harmful_rate_before": 1.0,
-        "harmful_rate_after": 0.05,
-        "task_metric_before": 1.0,
-        "task_metric_after": 0.96,
-        "restored_fraction": 0.012,
-        "steps": [
-            {"step": s, "harmful_rate": max(0.05, 1 - 0.19 * s), "task_metric": 1 - 0.008 * s}
-            for s in range(0, 6)
-        ],
-    }
+@pytest.fixture(scope="module")
+def alone(tiny_reports: dict[str, Any]) -> DiagnoseReport:
+    return tiny_reports["alone"]
+
+
+@pytest.fixture(scope="module")
+def repair(tiny_reports: dict[str, Any]) -> RollbackReport:
+    return tiny_reports["repair"]
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -206,51 +109,80 @@ def png_distinct_colours(png: bytes) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# report.json
+# the schema
 
 
-def test_report_json_schema_version_first_and_stable_order() -> None:
-    report = full_report()
-    shuffled = {k: report[k] for k in reversed(list(report))}
-    shuffled["behaviour"] = {k: report["behaviour"][k] for k in reversed(list(report["behaviour"]))}
-    text = report_json(shuffled)
+def test_shipped_schemas_are_current() -> None:
+    assert main(["--check"]) == 0
+
+
+def test_schema_version_is_one_constant(full: DiagnoseReport, repair: RollbackReport) -> None:
+    for kind in ("diagnose", "repair"):
+        schema = json_schema(kind)
+        assert SCHEMA_VERSION in schema["$id"]
+    assert full.schema_version == repair.schema_version == SCHEMA_VERSION
+
+
+def test_report_json_follows_the_model(full: DiagnoseReport, tmp_path: Path) -> None:
+    text = report_json(full)
     data = json.loads(text)
-    keys = list(data)
-    assert keys[:4] == ["schema_version", "model", "base", "behaviour"]
-    assert keys[-1] == "timings"  # unknown keys follow the known ones
+    assert list(data) == list(DiagnoseReport.model_fields)
+    assert text.startswith(f'{{\n  "schema_version": "{SCHEMA_VERSION}",\n  "kind": "diagnose",')
     assert list(data["behaviour"])[:3] == ["harmful_rate", "harmful_rate_ci", "harmful_rate_base"]
-    assert report_json(report) == text  # same content -> same bytes whatever the input order
-    assert report_json(data) == text  # round trip is a fixed point
-    assert text.startswith('{\n  "schema_version": 1,\n')
+    path = tmp_path / "report.json"
+    path.write_text(text)
+    assert load_report(path) == full
+    assert report_json(load_report(path)) == text  # the round trip is a fixed point
+    validate_json(data)
 
 
-def test_report_json_nan_becomes_null(tmp_path: Path) -> None:
-    report = full_report()
-    report["behaviour"]["harmful_rate"] = float("nan")
-    report["directions"]["layers"][0]["separation"] = float("inf")
-    report["behaviour"]["harmful_rate_ci"] = (float("-inf"), 0.5)
+def test_validation_catches_what_the_models_reject(full: DiagnoseReport) -> None:
+    """The JSON Schema check is not vacuous: an unknown key, a wrong type and an
+    out-of-range rate each fail it (and the model too)."""
+    data = json.loads(report_json(full))
+    bad_cases = [
+        {**data, "extra": 1},
+        {**data, "verdict": "maybe"},
+        {**data, "behaviour": {**data["behaviour"], "harmful_rate": 1.5}},
+        {**data, "directions": {**data["directions"], "selected_layer": "three"}},
+    ]
+    for bad in bad_cases:
+        with pytest.raises(jsonschema.ValidationError):
+            validate_json(bad)
+        with pytest.raises(ValidationError):
+            parse_report(bad)
+
+
+def test_nan_becomes_null(full: DiagnoseReport, tmp_path: Path) -> None:
+    layers = [layer.model_dump() for layer in full.directions.layers]
+    layers[0]["separation"] = float("nan")
+    layers[1]["cos_to_base"] = float("inf")
+    directions = {**full.directions.model_dump(), "layers": layers}
+    report = changed(full, directions=directions)
+    assert report.directions.layers[0].separation is None
     written = write_report_files(report, tmp_path)
     text = written[0].read_text()
     assert "NaN" not in text and "Infinity" not in text
     data = json.loads(text)
-    assert data["behaviour"]["harmful_rate"] is None
     assert data["directions"]["layers"][0]["separation"] is None
-    assert data["behaviour"]["harmful_rate_ci"] == [None, 0.5]
-    assert load_report(written[0]) == data
-    assert "n/a" in (tmp_path / "report.md").read_text()
+    assert data["directions"]["layers"][1]["cos_to_base"] is None
+    md = (tmp_path / "report.md").read_text()
+    row = re.search(r"^\| (?:\*\*)?0(?:\*\*)? \|(.*)$", md, re.M)
+    assert row is not None
+    cells = [c.strip() for c in row.group(1).split("|")]
+    assert cells[0] == fmt_num(layers[0]["refusal_norm"]) and cells[3] == "n/a"
 
 
-def test_report_json_requires_schema_version_and_plain_data() -> None:
-    with pytest.raises(ValueError, match="schema_version"):
-        report_json({"model": "m"})
-    with pytest.raises(TypeError, match=r"report\.extra: object"):
-        report_json({"schema_version": 1, "extra": object()})
-
-
-def test_load_report_rejects_non_reports(tmp_path: Path) -> None:
+def test_load_report_rejects_non_reports(tmp_path: Path, full: DiagnoseReport) -> None:
     bad = tmp_path / "r.json"
     bad.write_text("[1, 2]")
-    with pytest.raises(InputError, match=r"r\.json"):
+    with pytest.raises(InputError, match=r"r\.json: not a surgeon report"):
+        load_report(bad)
+    bad.write_text(json.dumps({**json.loads(report_json(full)), "schema_version": "1.0"}))
+    with pytest.raises(InputError, match=r"r\.json: report schema '1.0', this surgeon reads"):
+        load_report(bad)
+    bad.write_text(json.dumps({**json.loads(report_json(full)), "verdict": 3}))
+    with pytest.raises(InputError, match=r"r\.json: not a valid surgeon report"):
         load_report(bad)
 
 
@@ -258,8 +190,8 @@ def test_load_report_rejects_non_reports(tmp_path: Path) -> None:
 # write_report_files
 
 
-def test_write_report_files_full(tmp_path: Path) -> None:
-    written = write_report_files(full_report(), tmp_path / "out")
+def test_write_report_files_full(full: DiagnoseReport, tmp_path: Path) -> None:
+    written = write_report_files(full, tmp_path / "out")
     names = [p.relative_to(tmp_path / "out").as_posix() for p in written]
     assert names == [
         "report.json",
@@ -269,8 +201,6 @@ def test_write_report_files_full(tmp_path: Path) -> None:
         "plots/separation.png",
         "plots/weight_change.png",
     ]
-    for path in written:
-        assert path.stat().st_size > 0
     for path in written[3:]:
         width, height = png_size(path.read_bytes())
         assert width >= 600 and height >= 250
@@ -280,92 +210,79 @@ def test_write_report_files_full(tmp_path: Path) -> None:
         assert f"]({link})" in md
 
 
-def test_write_report_files_repair(tmp_path: Path) -> None:
-    written = write_report_files(repair_report(), tmp_path)
-    assert [p.name for p in written] == [
-        "report.json",
-        "report.md",
-        "report.html",
-        "repair_steps.png",
-    ]
+def test_write_report_files_repair(repair: RollbackReport, tmp_path: Path) -> None:
+    written = write_report_files(repair, tmp_path)
+    assert [p.name for p in written] == ["report.json", "report.md", "report.html"] + (
+        ["repair_steps.png"] if repair.steps else []
+    )
     data = json.loads(written[0].read_text())
-    assert list(data)[:4] == ["schema_version", "method", "model", "base"]
+    assert list(data) == list(RollbackReport.model_fields)
+    assert list(data)[:4] == ["schema_version", "kind", "model", "base"]
     md = written[1].read_text()
-    assert "| Harmful compliance rate | 100.0% | 5.0% |" in md
-    assert "| Task metric | 100.0% | 96.0% |" in md
-    assert "| Restored fraction |  | 1.2% |" in md
+    before, after = fmt_rate(repair.harmful_rate_before), fmt_rate(repair.harmful_rate_after)
+    assert f"| Harmful compliance rate | {before} | {after} |" in md
+    assert f"| Restored fraction |  | {fmt_rate(repair.restored_fraction)} |" in md
     assert "## Repair steps" in md
+    assert len(re.findall(r"^\| \d+ \|", md.split("## Repair steps")[1], re.M)) == len(repair.steps)
 
 
 # ---------------------------------------------------------------------------------------------
 # markdown
 
 
-def test_markdown_full_report_numbers() -> None:
-    md = render_markdown(full_report(), {"separation.png": "plots/separation.png"})
-    assert md.startswith("# surgeon diagnose: /models/ft-harmful\n")
-    assert "**Verdict: FAIL**" in md
-    assert "- harmful rate 94.0% > 10% (base 3.0%)" in md
+def test_markdown_full_report(full: DiagnoseReport) -> None:
+    report = changed(full, reasons=["drifted <script>alert(1)</script>", *full.reasons])
+    md = render_markdown(report, {"separation.png": "plots/separation.png"})
+    b = report.behaviour
+    assert md.startswith(f"# surgeon diagnose: {report.model}\n")
+    assert f"**Verdict: {report.verdict.upper()}**" in md
     assert "&lt;script>" in md and "<script>" not in md
-    assert "| Harmful compliance rate | 94.0% | 3.0% |" in md
-    assert "| Harmful rate 95% CI | [87.0%, 97.5%] |  |" in md
-    assert "| Over-refusal rate | 4.0% | 8.0% |" in md
-    # per-layer table: layer 3 is the most drifted, layer 4 the selected one (marked bold)
-    assert "| **3** | 1.000 | 1.900 | 0.400 | 2.000 | 3.500 | most drifted |" in md
-    assert "| **4** |" in md and "| selected |" in md
-    # top changed modules: the largest rel_delta first (down_proj at layer 2 and 3 tie)
+    rates = f"{fmt_rate(b.harmful_rate)} | {fmt_rate(b.harmful_rate_base)}"
+    assert f"| Harmful compliance rate | {rates} |" in md
+    lo, hi = b.harmful_rate_ci
+    assert f"| Harmful rate 95% CI | [{100 * lo:.1f}%, {100 * hi:.1f}%] |  |" in md
+    drifted = report.directions.most_drifted_layer
+    assert drifted is not None
+    assert re.search(rf"^\| \*\*{drifted}\*\* \|.*most drifted \|$", md, re.M)
     top = re.search(r"## Top 10 changed modules\n\n(.*?)\n\n", md, re.S)
-    assert top is not None
-    first = top.group(1).splitlines()[2]
-    assert first.startswith("| model.layers.2.mlp.down_proj | 2 | 0.376 | 90.0% | 26.0% |")
+    assert top is not None and report.weights is not None
+    biggest = max(report.weights.modules, key=lambda m: m.rel_delta or 0.0)
+    assert top.group(1).splitlines()[2].startswith(f"| {biggest.name} | {biggest.layer} |")
     assert "![Harmful/harmless separation per layer](plots/separation.png)" in md
     assert "refusal_norm.png" not in md  # only the plots passed in are linked
-    assert "| fraud &lt;&amp;&gt; scams | 85.0% | n/a |" not in md  # & not double-escaped
-    assert "| fraud &lt;&> scams | 85.0% | n/a |" in md
-    assert "| Goal alignment | 2.100 |" in md
-    assert "| ablation_refusal_drop | 0.820 |" in md
+    for cat, rate in b.by_category.items():
+        assert f"| {cat} | {fmt_rate(rate.model)} | {fmt_rate(rate.base)} |" in md
+    assert "## Causal check" in md and "| ablation_kl |" in md
 
 
-def test_markdown_without_base_says_na() -> None:
-    md = render_markdown(no_base_report())
+def test_markdown_without_base_says_na(alone: DiagnoseReport) -> None:
+    md = render_markdown(alone)
     assert "- Base: n/a" in md
-    assert "| Harmful compliance rate | 94.0% | n/a |" in md
-    assert "| Over-refusal rate | 4.0% | n/a |" in md
+    assert f"| Harmful compliance rate | {fmt_rate(alone.behaviour.harmful_rate)} | n/a |" in md
     assert "| Most drifted layer | n/a |  |" in md
     assert "| Changed weight fraction | n/a |  |" in md
-    assert "| CRAS (mean, 1-5) | n/a |  |" in md
-    assert "| 0 | 0.400 | n/a | n/a | 0.800 | n/a |  |" in md
+    assert "| CRAS (mean, 1-5) | n/a | n/a |" in md
+    first = alone.directions.layers[0]
+    assert f"| 0 | {fmt_num(first.refusal_norm)} | n/a | n/a | {fmt_num(first.separation)} |" in md
     assert "changed modules" not in md and "CRAS (1-5)" not in md
-    assert "**Verdict: PASS**" in md
 
 
-@pytest.mark.parametrize(
-    "report",
-    [
-        {"schema_version": 1},
-        {"schema_version": 1, "behaviour": None, "directions": None, "weights": None},
-        {"schema_version": 1, "directions": {"layers": [{"layer": 0}]}, "verdict": None},
-        {"schema_version": 1, "weights": {"modules": [{"name": "x", "layer": 0}]}},
-        {"schema_version": 1, "method": "sail", "steps": None, "cras_before": {"mean": 2.0}},
-    ],
-)
-def test_renderers_survive_sparse_reports(report: dict[str, Any], tmp_path: Path) -> None:
-    written = write_report_files(report, tmp_path)
-    assert {p.name for p in written} >= {"report.json", "report.md", "report.html"}
-    assert "n/a" in written[1].read_text()
-    console = Console(file=io.StringIO(), width=100, color_system=None)
-    print_summary(report, console)
-    assert "n/a" in console.file.getvalue()
+def test_markdown_escapes_table_breakers(full: DiagnoseReport) -> None:
+    cats = {k: v.model_dump() for k, v in full.behaviour.by_category.items()}
+    cats["fraud <&> | scams"] = next(iter(cats.values()))
+    report = changed(full, behaviour={**full.behaviour.model_dump(), "by_category": cats})
+    md = render_markdown(report)
+    assert "| fraud &lt;&> \\| scams |" in md
 
 
 # ---------------------------------------------------------------------------------------------
 # HTML
 
 
-def test_html_is_self_contained_and_escaped() -> None:
-    report = full_report()
+def test_html_is_self_contained_and_escaped(full: DiagnoseReport) -> None:
+    report = changed(full, reasons=["<script>alert(1)</script>"])
     html = render_html(report, render_plots(report))
-    assert "<script" not in html.lower()  # the reason's <script> is escaped
+    assert "<script" not in html.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
     assert "http:" not in text and "https:" not in text and "//" not in text
@@ -376,36 +293,37 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "default-src 'none'; img-src data:" in html
 
 
-def test_html_escapes_names() -> None:
-    report = full_report()
-    report["model"] = '/m/"x" <img src=a.png onerror=1>'
-    html = render_html(report, {})
+def test_html_escapes_names(full: DiagnoseReport) -> None:
+    html = render_html(changed(full, model='/m/"x" <img src=a.png onerror=1>'), {})
     assert "<img" not in html
     assert "&lt;img src=a.png onerror=1&gt;" in html and "&quot;x&quot;" in html
 
 
-def test_html_without_base() -> None:
-    html = render_html(no_base_report(), render_plots(no_base_report()))
+def test_html_without_base(alone: DiagnoseReport) -> None:
+    html = render_html(alone, render_plots(alone))
     assert '<td class="na">n/a</td>' in html
-    assert '<tr class="marked"><td class="l">4</td><td>2.250</td><td class="na">n/a</td>' in html
-    assert "Verdict: PASS" in html
+    assert f"Verdict: {alone.verdict.upper()}" in html
     assert html.count("data:image/png;base64,") == 2  # no weights -> no heatmap
+
+
+def test_warnings_are_shown(full: DiagnoseReport) -> None:
+    report = changed(full, warnings=["3 prompts were cut to fit the context"])
+    assert "- 3 prompts were cut to fit the context" in render_markdown(report)
+    assert "<li>3 prompts were cut to fit the context</li>" in render_html(report, {})
 
 
 # ---------------------------------------------------------------------------------------------
 # plots and terminal
 
 
-def test_plots_without_base_or_data() -> None:
-    plots = render_plots(no_base_report())
-    assert sorted(plots) == ["refusal_norm.png", "separation.png"]
-    assert render_plots({"schema_version": 1}) == {}
-    assert render_plots(repair_report()).keys() == {"repair_steps.png"}
-    assert render_plots({"schema_version": 1, "method": "rollback", "steps": []}) == {}
+def test_plots_without_base_or_data(alone: DiagnoseReport, repair: RollbackReport) -> None:
+    assert sorted(render_plots(alone)) == ["refusal_norm.png", "separation.png"]
+    assert render_plots(repair).keys() == {"repair_steps.png"}
+    assert render_plots(changed(repair, steps=[])) == {}
 
 
-def test_plots_are_deterministic() -> None:
-    assert render_plots(full_report()) == render_plots(full_report())
+def test_plots_are_deterministic(full: DiagnoseReport) -> None:
+    assert render_plots(full) == render_plots(full)
 
 
 @pytest.mark.parametrize(
@@ -421,37 +339,34 @@ def test_module_type(name: str, layer: int | None, kind: str) -> None:
     assert module_type(name, layer) == kind
 
 
-def test_terminal_summary() -> None:
+def test_terminal_summary(full: DiagnoseReport, alone: DiagnoseReport) -> None:
     console = Console(file=io.StringIO(), width=120, color_system=None)
-    print_summary(full_report(), console)
+    print_summary(full, console)
     out = console.file.getvalue()
-    assert "Verdict: FAIL" in out
-    assert re.search(r"Harmful compliance rate\s*│\s*94\.0%\s*│\s*3\.0%", out)
-    assert "model.layers.2.mlp.down_proj" in out
-    report = no_base_report()
-    report["model"] = "/m/[bold]x[/bold]"
-    report["reasons"] = ["[red]not markup[/red]"]
+    assert f"Verdict: {full.verdict.upper()}" in out
+    b = full.behaviour
+    rate, base = re.escape(fmt_rate(b.harmful_rate)), re.escape(fmt_rate(b.harmful_rate_base))
+    assert re.search(rf"Harmful compliance rate\s*│\s*{rate}\s*│\s*{base}", out)
+    assert full.weights is not None
+    biggest = max(full.weights.modules, key=lambda m: m.rel_delta or 0.0)
+    assert biggest.name in out
+    report = changed(alone, model="/m/[bold]x[/bold]", reasons=["[red]not markup[/red]"])
     console = Console(file=io.StringIO(), width=120, color_system=None)
     print_summary(report, console)
     out = console.file.getvalue()
-    assert re.search(r"Over-refusal rate\s*│\s*4\.0%\s*│\s*n/a", out)
-    assert "Verdict: PASS" in out
     assert "/m/[bold]x[/bold]" in out and "[red]not markup[/red]" in out
 
 
-def test_summary_table_numbers_are_rounded_not_truncated() -> None:
-    report = full_report()
-    report["behaviour"]["harmful_rate"] = 0.12345
+def test_summary_table_numbers_are_rounded_not_truncated(full: DiagnoseReport) -> None:
+    report = changed(full, behaviour={**full.behaviour.model_dump(), "harmful_rate": 0.12345})
     rows = {r.label: r.cells for r in summary_table(report).rows}
-    assert rows["Harmful compliance rate"] == ("12.3%", "3.0%")
+    assert rows["Harmful compliance rate"][0] == "12.3%"
     titles = [t.title for t in all_tables(report)]
     assert titles == [
         "Summary",
         "Refusal direction per layer",
         "Top 10 changed modules",
         "Harmful compliance by category",
-        "Focal attention heads",
-        "CRAS (1-5)",
         "Causal check",
         "Timings (s)",
     ]

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ import pytest
 from PIL import Image
 
 from surgeon.report import write_report_files
-from tests.test_report import full_report, no_base_report, repair_report
 
 CHROMIUM = Path(os.environ.get("SURGEON_CHROMIUM", "/usr/bin/chromium"))
 FLAGS = (
@@ -229,9 +228,11 @@ def assert_rendered(png: bytes) -> None:
         assert dark > 500, f"third {k + 1} of the page is empty"
 
 
-@pytest.mark.parametrize("make", [full_report, no_base_report, repair_report])
-def test_report_html_renders_cleanly(make: Any, tmp_path: Path) -> None:
-    written = write_report_files(make(), tmp_path)
+@pytest.mark.parametrize("kind", ["diagnose", "alone", "repair"])
+def test_report_html_renders_cleanly(
+    kind: str, tiny_reports: dict[str, Any], tmp_path: Path
+) -> None:
+    written = write_report_files(tiny_reports[kind], tmp_path)
     html = tmp_path / "report.html"
     assert html in written
     page = load_page(html)
@@ -280,7 +281,7 @@ def test_organism_report_renders_cleanly(organism_dir: Path, tmp_path: Path) -> 
     from surgeon.runs import run_diagnose
 
     settings, _ = demo_settings(organism_dir)
-    settings = {**settings, "max_prompts": 32, "n_causal": 8, "max_new_tokens": 16}
+    settings = replace(settings, max_prompts=32, n_causal=8, max_new_tokens=16)
     out = run_diagnose(
         str(organism_dir / "ft-harmful"), str(organism_dir / "base"), settings, tmp_path / "r"
     )

@@ -1,11 +1,11 @@
-"""The outcome of a rollback repair, and its ``report.json`` form (conventions.md keys)."""
+"""The outcome of a rollback repair, and its typed ``report.json`` (surgeon/report/schema.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
 
-SCHEMA_VERSION = "1.0"
+from surgeon.repair.mask import MASK_NAME
+from surgeon.report import schema
 
 
 @dataclass(frozen=True)
@@ -48,24 +48,9 @@ class StepRecord:
     """Refusal rate on the guard's prompts by generation, measured when the first-token rates
     were on target and the guard checks by generation (None otherwise)."""
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
-        return {
-            "step": self.step,
-            "harmful_rate": self.harmful_rate,
-            "task_metric": self.task_metric,
-            "restored_fraction": self.restored_fraction,
-            "restored_entries": self.restored_entries,
-            "rolled_back_entries": self.rolled_back_entries,
-            "tolerance_rollback": self.tolerance_rollback,
-            "pruning": self.pruning,
-            "pruning_undone": self.pruning_undone,
-            "cosine": self.cosine,
-            "answers_loss": self.answers_loss,
-            "over_refusal": self.over_refusal,
-            "over_refusal_generated": self.over_refusal_generated,
-            "harmful_rate_check": self.harmful_rate_check,
-        }
+    def report(self) -> schema.RollbackStep:
+        """The step as report.json holds it."""
+        return schema.RollbackStep(**asdict(self))
 
 
 @dataclass(frozen=True)
@@ -142,50 +127,55 @@ class RollbackResult:
     """High-water marks in bytes (``rss``; ``cuda`` on a GPU)."""
     out_dir: str = ""
     """Where the repaired model, mask and report were written."""
+    verdict: str = "fail"
+    """The repair's gate (:func:`surgeon.verdict.decide_repair`): ``pass`` or ``fail``."""
+    reasons: tuple[str, ...] = ()
+    """Why, one sentence per check."""
 
     @property
     def restored_fraction_decoder(self) -> float:
         """Restored entries over all decoder-layer entries."""
         return self.restored_entries / self.decoder_entries if self.decoder_entries else 0.0
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """``report.json`` content: the conventions.md repair keys first, details after."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "method": "rollback",
-            "model": self.model,
-            "base": self.base,
-            "harmful_rate_before": self.harmful_rate_before,
-            "harmful_rate_after": self.harmful_rate_after,
-            "task_metric_before": self.task_metric_before,
-            "task_metric_after": self.task_metric_after,
-            "restored_fraction": self.restored_fraction,
-            "steps": [s.to_json_dict() for s in self.steps],
-            "over_refusal_base": self.over_refusal_base,
-            "over_refusal_before": self.over_refusal_before,
-            "over_refusal_after": self.over_refusal_after,
-            "selection": self.selection,
-            "objective": self.objective,
-            "layer": self.layer,
-            "harmful_rate_base": self.harmful_rate_base,
-            "first_token_harmful_base": self.first_token_harmful_base,
-            "first_token_target": self.first_token_target,
-            "first_token_harmful_ceiling": self.first_token_harmful_ceiling,
-            "task_metric_name": self.task_metric_name,
-            "task_floor": self.task_floor,
-            "restored_entries": self.restored_entries,
-            "eligible_entries": self.eligible_entries,
-            "decoder_entries": self.decoder_entries,
-            "restored_fraction_decoder": self.restored_fraction_decoder,
-            "chosen_step": self.chosen_step,
-            "stop_reason": self.stop_reason,
-            "tolerance_rollback_used": self.tolerance_rollback_used,
-            "pruned_entries": self.pruned_entries,
-            "n_recovery": self.n_recovery,
-            "n_recovery_check": self.n_recovery_check,
-            "n_heldout": self.n_heldout,
-            "warnings": list(self.warnings),
-            "timings": dict(self.timings),
-            "peak_memory": dict(self.peak_memory),
-            "mask": "rollback_mask.safetensors",
-        }
+    def report(self, out_dir: str | None = None) -> schema.RollbackReport:
+        """The typed report.json (``out_dir``: where the model ends up, if not ``out_dir``)."""
+        return schema.RollbackReport(
+            model=self.model,
+            base=self.base,
+            harmful_rate_before=self.harmful_rate_before,
+            harmful_rate_after=self.harmful_rate_after,
+            harmful_rate_base=self.harmful_rate_base,
+            over_refusal_base=self.over_refusal_base,
+            over_refusal_before=self.over_refusal_before,
+            over_refusal_after=self.over_refusal_after,
+            task_metric_name=self.task_metric_name,
+            task_metric_before=self.task_metric_before,
+            task_metric_after=self.task_metric_after,
+            verdict=self.verdict,  # type: ignore[arg-type]
+            reasons=list(self.reasons),
+            warnings=list(self.warnings),
+            out_dir=out_dir or self.out_dir,
+            timings={k: round(v, 3) for k, v in self.timings.items()},
+            peak_memory=dict(self.peak_memory),
+            restored_fraction=self.restored_fraction,
+            restored_fraction_decoder=self.restored_fraction_decoder,
+            restored_entries=self.restored_entries,
+            eligible_entries=self.eligible_entries,
+            decoder_entries=self.decoder_entries,
+            pruned_entries=self.pruned_entries,
+            selection=self.selection,  # type: ignore[arg-type]
+            objective=self.objective,  # type: ignore[arg-type]
+            layer=self.layer,
+            first_token_harmful_base=self.first_token_harmful_base,
+            first_token_target=self.first_token_target,
+            first_token_harmful_ceiling=self.first_token_harmful_ceiling,
+            task_floor=self.task_floor,
+            chosen_step=self.chosen_step,
+            stop_reason=self.stop_reason,  # type: ignore[arg-type]
+            tolerance_rollback_used=self.tolerance_rollback_used,
+            n_recovery=self.n_recovery,
+            n_recovery_check=self.n_recovery_check,
+            n_heldout=self.n_heldout,
+            mask=MASK_NAME,
+            steps=[s.report() for s in self.steps],
+        )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import json
 import random
 import resource
 import time
@@ -71,6 +70,7 @@ from surgeon.repair.task_metric import (
     own_answers,
     resolve_metric_name,
 )
+from surgeon.verdict import decide_repair
 
 __all__ = ["eligible_parameters", "restore", "rollback_repair", "select_entries"]
 
@@ -749,8 +749,9 @@ def rollback_repair(
     ``task_heldout``: prompts for the before/after task metric (``task`` if None).
     ``harmless``: prompts whose base mean is subtracted with ``direction="difference"``
     (bundled harmless set if None).
-    Writes the repaired model, ``rollback_mask.safetensors`` and ``report.json`` to ``out_dir``
-    (new or empty; never an input directory). Input directories are only read.
+    Writes the repaired model and ``rollback_mask.safetensors`` to ``out_dir`` (new or empty;
+    never an input directory; the report files are the caller's: ``result.report()``). Input
+    directories are only read.
     """
     config = config or RollbackConfig()
     with bounded_heap(config.bounded_heap):
@@ -921,7 +922,16 @@ def _rollback_repair(
     save_mask(mask, out_dir / MASK_NAME)
     timings["save"] = time.perf_counter() - t4
     timings["total"] = time.perf_counter() - t0
-    result = RollbackResult(
+    gate = decide_repair(
+        harmful_after=harmful_after,
+        harmful_base=facts.heldout_harmful,
+        task_after=task_after,
+        task_before=task_before,
+        task_tolerance=config.task_tolerance,
+        over_refusal_after=over_after,
+        over_refusal_base=facts.guard_generated,
+    )
+    return RollbackResult(
         model=str(model),
         base=str(base),
         selection=config.selection,
@@ -956,6 +966,6 @@ def _rollback_repair(
         timings=timings,
         peak_memory=_peak_memory(),
         out_dir=str(out_dir),
+        verdict=gate.verdict,
+        reasons=tuple(gate.reasons),
     )
-    (out_dir / "report.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
-    return result

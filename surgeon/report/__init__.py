@@ -1,15 +1,18 @@
-"""Turn report dicts (conventions.md) into report.json, report.md, report.html, PNG plots
-and a terminal summary."""
-
-from __future__ import annotations
+"""Typed reports (surgeon/report/schema.py) and their files: report.json, report.md,
+report.html, PNG plots and a terminal summary."""
 
 from surgeon.report.html import render_html
 from surgeon.report.markdown import render_markdown
 from surgeon.report.plots import render_plots
+from surgeon.report.schema import SCHEMA_VERSION, DiagnoseReport, Report, RollbackReport
 from surgeon.report.terminal import print_summary, render_summary
-from surgeon.report.write import load_report, report_json, to_jsonable, write_report_files
+from surgeon.report.write import load_report, report_json, validate_json, write_report_files
 
 __all__ = [
+    "SCHEMA_VERSION",
+    "DiagnoseReport",
+    "Report",
+    "RollbackReport",
     "load_report",
     "print_summary",
     "render_html",
@@ -17,6 +20,6 @@ __all__ = [
     "render_plots",
     "render_summary",
     "report_json",
-    "to_jsonable",
+    "validate_json",
     "write_report_files",
 ]

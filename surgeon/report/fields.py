@@ -1,8 +1,7 @@
 """What a report shows, independent of how it is drawn (markdown, HTML, terminal).
 
-Every function here reads a report dict (the keys of conventions.md) defensively: any key may be
-missing or ``None`` (no base model, no CRAS run, an older schema), and numbers may be ``NaN``.
-Missing values render as ``n/a``.
+Every function here reads the typed report (:mod:`surgeon.report.schema`); values that were not
+measured (no base, no CRAS run) are ``None`` and render as ``n/a``.
 """
 
 from __future__ import annotations
@@ -11,12 +10,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from pydantic import BaseModel
+
+from surgeon.report.schema import DiagnoseReport, RepairReport, Report, RollbackReport
 
 NA = "n/a"
 TOP_MODULES = 10
-
-ReportKind = Literal["diagnose", "repair"]
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,6 @@ class Table:
     """Indices of rows to highlight (selected or most drifted layer)."""
     left: tuple[int, ...] = (0,)
     """Indices of the text columns (aligned left; the others hold numbers, aligned right)."""
-
-
-def report_kind(report: Mapping[str, Any]) -> ReportKind:
-    """``"repair"`` when the report names a repair method, else ``"diagnose"``."""
-    return "repair" if "method" in report and "behaviour" not in report else "diagnose"
-
-
-def get(report: Mapping[str, Any] | None, *path: str) -> Any:
-    """The value at ``path`` inside nested dicts, or ``None`` where any step is missing."""
-    node: Any = report
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
 
 
 def number(value: Any) -> float | None:
@@ -125,119 +111,98 @@ def fmt_layers(value: Any) -> str:
     return NA if value is None else str(value)
 
 
-def title(report: Mapping[str, Any]) -> str:
+def title(report: Report) -> str:
     """The report's heading, e.g. ``"surgeon diagnose: org/model"``."""
-    kind = report_kind(report)
-    model = report.get("model") or "unknown model"
-    if kind == "repair":
-        return f"surgeon repair ({report.get('method') or 'unknown method'}): {model}"
-    return f"surgeon diagnose: {model}"
+    if isinstance(report, RepairReport):
+        return f"surgeon repair ({report.method}): {report.model}"
+    return f"surgeon diagnose: {report.model}"
 
 
-def verdict(report: Mapping[str, Any]) -> str | None:
-    """``"pass"``/``"fail"`` (lower case) for a diagnose report, ``None`` when absent."""
-    v = report.get("verdict")
-    return str(v).lower() if v is not None else None
-
-
-def reasons(report: Mapping[str, Any]) -> list[str]:
-    """The verdict's reasons as strings."""
-    value = report.get("reasons")
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, Sequence):
-        return []
-    return [str(r) for r in value if r is not None]
-
-
-def summary_table(report: Mapping[str, Any]) -> Table:
+def summary_table(report: Report) -> Table:
     """The headline numbers: model vs base (diagnose) or before vs after (repair)."""
-    if report_kind(report) == "repair":
+    if isinstance(report, RepairReport):
         return _repair_summary(report)
-    b = get(report, "behaviour")
+    b = report.behaviour
+    w, d = report.weights, report.directions
     rows = [
-        Row(
-            "Harmful compliance rate",
-            (fmt_rate(get(b, "harmful_rate")), fmt_rate(get(b, "harmful_rate_base"))),
-        ),
-        Row("Harmful rate 95% CI", (fmt_ci(get(b, "harmful_rate_ci")), "")),
+        Row("Harmful compliance rate", (fmt_rate(b.harmful_rate), fmt_rate(b.harmful_rate_base))),
+        Row("Harmful rate 95% CI", (fmt_ci(b.harmful_rate_ci), "")),
         Row(
             "Over-refusal rate",
-            (fmt_rate(get(b, "over_refusal_rate")), fmt_rate(get(b, "over_refusal_rate_base"))),
+            (fmt_rate(b.over_refusal_rate), fmt_rate(b.over_refusal_rate_base)),
         ),
-        Row("Harmful prompts", (fmt_num(get(b, "n_harmful")), "")),
-        Row("Harmless prompts", (fmt_num(get(b, "n_harmless")), "")),
-        Row("Selected layer", (fmt_layers(get(report, "directions", "selected_layer")), "")),
-        Row(
-            "Most drifted layer",
-            (fmt_layers(get(report, "directions", "most_drifted_layer")), ""),
-        ),
-        Row("Changed weight fraction", (fmt_rate(get(report, "weights", "changed_fraction")), "")),
-        Row("Most changed layers", (fmt_layers(get(report, "weights", "most_changed_layers")), "")),
-        Row("Focal layers", (fmt_layers(get(report, "focal", "layers")), "")),
-        Row("CRAS (mean, 1-5)", (fmt_num(get(report, "cras", "mean")), "")),
+        Row("Harmful prompts", (fmt_num(b.n_harmful), "")),
+        Row("Harmless prompts", (fmt_num(b.n_harmless), "")),
+        Row("Selected layer", (fmt_layers(d.selected_layer), "")),
+        Row("Most drifted layer", (fmt_layers(d.most_drifted_layer), "")),
+        Row("Changed weight fraction", (fmt_rate(w.changed_fraction if w else None), "")),
+        Row("Most changed layers", (fmt_layers(w.most_changed_layers if w else None), "")),
+        Row("Focal layers", (fmt_layers(report.focal.layers if report.focal else None), "")),
     ]
+    if report.cras is not None:
+        c = report.cras
+        rows += [
+            Row("CRAS (mean, 1-5)", (fmt_num(c.mean), fmt_num(c.mean_base))),
+            Row(
+                "Conflict violation rate",
+                (fmt_rate(c.violation_rate), fmt_rate(c.violation_rate_base)),
+            ),
+        ]
+    else:
+        rows.append(Row("CRAS (mean, 1-5)", (NA, NA)))
     return Table("Summary", ("Metric", "Model", "Base"), tuple(rows))
 
 
-_REPAIR_PAIRS = (
-    # label, key before, key after, formatter, shown even when both keys are absent
-    ("Harmful compliance rate", "harmful_rate_before", "harmful_rate_after", fmt_rate, True),
-    ("Task metric", "task_metric_before", "task_metric_after", fmt_rate, True),
-    ("Over-refusal (guard prompts)", "over_refusal_before", "over_refusal_after", fmt_rate, False),
-    ("Constraint violation rate", "violation_rate_before", "violation_rate_after", fmt_rate, False),
-    ("CRAS (mean, 1-5)", "cras_before", "cras_after", fmt_num, False),
-)
-
-
-def _repair_summary(report: Mapping[str, Any]) -> Table:
-    rows: list[Row] = []
-    for label, before, after, fmt, always in _REPAIR_PAIRS:
-        if always or before in report or after in report:
-            b, a = _scalar(report.get(before)), _scalar(report.get(after))
-            rows.append(Row(label, (fmt(b), fmt(a))))
-    for label, key, fmt in (
-        ("Restored fraction", "restored_fraction", fmt_rate),
-        ("Restored / decoder-layer weights", "restored_fraction_decoder", fmt_rate),
-        ("Trainable parameters", "trainable_params", fmt_num),
-        ("Focal layers", "focal_layers", fmt_layers),
-    ):
-        if key in report:
-            rows.append(Row(label, ("", fmt(report.get(key)))))
+def _repair_summary(report: RepairReport) -> Table:
+    rows = [
+        Row(
+            "Harmful compliance rate",
+            (fmt_rate(report.harmful_rate_before), fmt_rate(report.harmful_rate_after)),
+        ),
+        Row(
+            "Task metric", (fmt_rate(report.task_metric_before), fmt_rate(report.task_metric_after))
+        ),
+    ]
+    if report.over_refusal_before is not None or report.over_refusal_after is not None:
+        rows.append(
+            Row(
+                "Over-refusal (guard prompts)",
+                (fmt_rate(report.over_refusal_before), fmt_rate(report.over_refusal_after)),
+            )
+        )
+    if isinstance(report, RollbackReport):
+        rows += [
+            Row("Restored fraction", ("", fmt_rate(report.restored_fraction))),
+            Row(
+                "Restored / decoder-layer weights", ("", fmt_rate(report.restored_fraction_decoder))
+            ),
+        ]
     return Table("Summary", ("Metric", "Before", "After"), tuple(rows))
 
 
-def _scalar(value: Any) -> Any:
-    """A CRAS dict ``{mean, ...}`` reduced to its mean; other values unchanged."""
-    return value.get("mean") if isinstance(value, Mapping) else value
-
-
-def layer_table(report: Mapping[str, Any]) -> Table | None:
+def layer_table(report: DiagnoseReport) -> Table | None:
     """Per-layer refusal-direction norms and separation, model vs base; ``None`` if absent."""
-    layers = _dicts(get(report, "directions", "layers"))
-    if not layers:
+    d = report.directions
+    if not d.layers:
         return None
-    selected = get(report, "directions", "selected_layer")
-    drifted = get(report, "directions", "most_drifted_layer")
     rows, marked = [], []
-    for i, layer in enumerate(layers):
-        idx = layer.get("layer")
+    for i, layer in enumerate(d.layers):
         notes = []
-        if idx is not None and idx == selected:
+        if layer.layer == d.selected_layer:
             notes.append("selected")
-        if idx is not None and idx == drifted:
+        if layer.layer == d.most_drifted_layer:
             notes.append("most drifted")
         if notes:
             marked.append(i)
         cells = (
-            fmt_num(layer.get("refusal_norm")),
-            fmt_num(layer.get("refusal_norm_base")),
-            fmt_num(layer.get("cos_to_base")),
-            fmt_num(layer.get("separation")),
-            fmt_num(layer.get("separation_base")),
+            fmt_num(layer.refusal_norm),
+            fmt_num(layer.refusal_norm_base),
+            fmt_num(layer.cos_to_base),
+            fmt_num(layer.separation),
+            fmt_num(layer.separation_base),
             ", ".join(notes),
         )
-        rows.append(Row(fmt_layers(idx), cells))
+        rows.append(Row(fmt_layers(layer.layer), cells))
     headers = (
         "Layer",
         "Refusal norm",
@@ -250,20 +215,21 @@ def layer_table(report: Mapping[str, Any]) -> Table | None:
     return Table("Refusal direction per layer", headers, tuple(rows), tuple(marked), (0, 6))
 
 
-def module_table(report: Mapping[str, Any], top: int = TOP_MODULES) -> Table | None:
+def module_table(report: Report, top: int = TOP_MODULES) -> Table | None:
     """The ``top`` modules with the largest relative weight change; ``None`` if absent."""
-    modules = [m for m in _dicts(get(report, "weights", "modules")) if m.get("name")]
+    if not isinstance(report, DiagnoseReport) or report.weights is None:
+        return None
+    modules = sorted(report.weights.modules, key=lambda m: -(number(m.rel_delta) or 0.0))
     if not modules:
         return None
-    modules.sort(key=lambda m: -(number(m.get("rel_delta")) or 0.0))
     rows = [
         Row(
-            str(m.get("name")),
+            m.name,
             (
-                fmt_layers(m.get("layer")),
-                fmt_num(m.get("rel_delta")),
-                fmt_rate(m.get("changed_share")),
-                fmt_rate(m.get("topk_energy")),
+                fmt_layers(m.layer),
+                fmt_num(m.rel_delta),
+                fmt_rate(m.changed_share),
+                fmt_rate(m.topk_energy),
             ),
         )
         for m in modules[:top]
@@ -272,88 +238,76 @@ def module_table(report: Mapping[str, Any], top: int = TOP_MODULES) -> Table | N
     return Table(f"Top {len(rows)} changed modules", headers, tuple(rows))
 
 
-def category_table(report: Mapping[str, Any]) -> Table | None:
+def category_table(report: DiagnoseReport) -> Table | None:
     """Harmful compliance rate per prompt category, model vs base; ``None`` if absent."""
-    cats = get(report, "behaviour", "by_category")
-    if not isinstance(cats, Mapping) or not cats:
+    cats = report.behaviour.by_category
+    if not cats:
         return None
-    rows = []
-    for name, value in cats.items():
-        if isinstance(value, Mapping):
-            rows.append(Row(str(name), (fmt_rate(value.get("model")), fmt_rate(value.get("base")))))
-        else:
-            rows.append(Row(str(name), (fmt_rate(value), NA)))
+    rows = [Row(name, (fmt_rate(c.model), fmt_rate(c.base))) for name, c in cats.items()]
     return Table("Harmful compliance by category", ("Category", "Model", "Base"), tuple(rows))
 
 
-def focal_table(report: Mapping[str, Any], top: int = TOP_MODULES) -> Table | None:
-    """The focal attention heads by score; ``None`` if absent."""
-    heads = _dicts(get(report, "focal", "heads"))
-    if not heads:
+def focal_table(report: DiagnoseReport, top: int = TOP_MODULES) -> Table | None:
+    """The focal attention heads by score; ``None`` if not measured."""
+    if report.focal is None or not report.focal.heads:
         return None
-    heads.sort(key=lambda h: -(number(h.get("score")) or 0.0))
-    rows = [
-        Row(fmt_layers(h.get("layer")), (fmt_layers(h.get("head")), fmt_num(h.get("score"))))
-        for h in heads[:top]
-    ]
+    heads = sorted(report.focal.heads, key=lambda h: -(number(h.score) or 0.0))
+    rows = [Row(fmt_layers(h.layer), (fmt_layers(h.head), fmt_num(h.score))) for h in heads[:top]]
     return Table("Focal attention heads", ("Layer", "Head", "Score"), tuple(rows))
 
 
-def cras_table(report: Mapping[str, Any]) -> Table | None:
+def cras_table(report: DiagnoseReport) -> Table | None:
     """CRAS per dimension; ``None`` when CRAS was not measured."""
-    cras = report.get("cras")
-    if not isinstance(cras, Mapping):
+    cras = report.cras
+    if cras is None:
         return None
-    rows = [Row("Mean", (fmt_num(cras.get("mean")),))]
-    dims = cras.get("dimensions")
-    if isinstance(dims, Mapping):
-        rows += [Row(str(k).replace("_", " ").capitalize(), (fmt_num(v),)) for k, v in dims.items()]
-    rows.append(Row("Prompts", (fmt_num(cras.get("n")),)))
+    rows = [Row("Mean", (fmt_num(cras.mean),))]
+    for name, value in cras.dimensions.model_dump().items():
+        rows.append(Row(name.replace("_", " ").capitalize(), (fmt_num(value),)))
+    rows.append(Row("Violation rate", (fmt_rate(cras.violation_rate),)))
+    rows.append(Row("Queries", (fmt_num(cras.n),)))
     return Table("CRAS (1-5)", ("Dimension", "Score"), tuple(rows))
 
 
-def mapping_table(name: str, value: Any) -> Table | None:
-    """Any flat-ish dict (``causal``, ``timings``) as a key/value table; ``None`` if empty."""
-    if not isinstance(value, Mapping) or not value:
+def mapping_table(name: str, value: Mapping[str, Any] | BaseModel | None) -> Table | None:
+    """A flat-ish mapping or model (``causal``, ``timings``) as a key/value table."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not value:
         return None
     rows = tuple(Row(str(k), (fmt_value(v),)) for k, v in value.items())
     return Table(name, ("Key", "Value"), rows)
 
 
-def steps_table(report: Mapping[str, Any]) -> Table | None:
-    """A repair's steps with every numeric or text field they carry; ``None`` if absent."""
-    steps = _dicts(report.get("steps"))
+def steps_table(report: RepairReport) -> Table | None:
+    """A repair's steps with every field any of them carries; ``None`` if absent."""
+    steps = [s.model_dump() for s in getattr(report, "steps", ())]
     if not steps:
         return None
-    keys: list[str] = []
-    for step in steps:
-        keys += [k for k in step if k not in keys and k != "step"]
+    keys = [k for k in steps[0] if k != "step" and any(s[k] is not None for s in steps)]
     rows = []
-    for i, step in enumerate(steps):
-        label = step.get("step", i)
-        cells = tuple(
-            fmt_rate(step.get(k)) if _is_rate_key(k) else fmt_value(step.get(k)) for k in keys
-        )
-        rows.append(Row(fmt_value(label), cells))
+    for step in steps:
+        cells = tuple(fmt_rate(step[k]) if _is_rate_key(k) else fmt_value(step[k]) for k in keys)
+        rows.append(Row(fmt_value(step["step"]), cells))
     headers = ("Step", *(k.replace("_", " ").capitalize() for k in keys))
     return Table("Repair steps", headers, tuple(rows))
 
 
-def extra_tables(report: Mapping[str, Any]) -> list[Table]:
+def extra_tables(report: DiagnoseReport) -> list[Table]:
     """Tables for the optional parts of a diagnose report, in display order."""
     tables = [
         category_table(report),
         focal_table(report),
         cras_table(report),
-        mapping_table("Causal check", get(report, "directions", "causal")),
-        mapping_table("Timings (s)", report.get("timings")),
+        mapping_table("Causal check", report.directions.causal),
+        mapping_table("Timings (s)", report.timings),
     ]
     return [t for t in tables if t is not None]
 
 
-def all_tables(report: Mapping[str, Any]) -> list[Table]:
+def all_tables(report: Report) -> list[Table]:
     """Every table a full (markdown/HTML) report shows, in display order."""
-    if report_kind(report) == "repair":
+    if isinstance(report, RepairReport):
         tables = [summary_table(report), steps_table(report)]
     else:
         tables = [summary_table(report), layer_table(report), module_table(report)]
@@ -366,10 +320,3 @@ _RATE_KEY = re.compile(r"(rate|fraction|share|task_metric)(_|$)")
 
 def _is_rate_key(key: str) -> bool:
     return bool(_RATE_KEY.search(key))
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    """The dict entries of a list (anything else dropped)."""
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        return []
-    return [dict(v) for v in value if isinstance(v, Mapping)]

@@ -8,12 +8,13 @@ from typing import Any
 from surgeon.report import fields
 from surgeon.report.fields import Table
 from surgeon.report.plots import PLOT_FILES, PLOT_TITLES
+from surgeon.report.schema import RepairReport, Report
 
 _ESCAPE = str.maketrans({"|": "\\|", "\n": " ", "\r": " ", "<": "&lt;"})
 """Table-breaking characters and ``<`` (raw HTML in markdown) are neutralised."""
 
 
-def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None = None) -> str:
+def render_markdown(report: Report, plots: Mapping[str, str] | None = None) -> str:
     """The report as markdown.
 
     ``plots`` maps a PNG file name (``"separation.png"``) to the relative link it is written
@@ -22,11 +23,11 @@ def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None =
     plots = plots or {}
     out = [f"# {_text(fields.title(report))}", ""]
     out += _provenance_lines(report)
-    verdict = fields.verdict(report)
-    if verdict is not None:
-        out += [f"**Verdict: {_text(verdict.upper())}**", ""]
-        out += [f"- {_text(r)}" for r in fields.reasons(report)] or ["- (no reasons given)"]
-        out.append("")
+    out += [f"**Verdict: {_text(report.verdict.upper())}**", ""]
+    out += [f"- {_text(r)}" for r in report.reasons] or ["- (no reasons given)"]
+    out.append("")
+    if report.warnings:
+        out += ["**Warnings**", "", *(f"- {_text(w)}" for w in report.warnings), ""]
     tables = fields.all_tables(report)
     for i, table in enumerate(tables):
         out += _table(table)
@@ -35,12 +36,12 @@ def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None =
     return "\n".join(out).rstrip() + "\n"
 
 
-def _provenance_lines(report: Mapping[str, Any]) -> list[str]:
-    lines = [f"- Model: `{_code(report.get('model'))}`"]
-    lines.append(f"- Base: `{_code(report.get('base'))}`" if report.get("base") else "- Base: n/a")
-    if report.get("method"):
-        lines.append(f"- Method: {_text(report.get('method'))}")
-    lines.append(f"- Schema version: {_text(report.get('schema_version'))}")
+def _provenance_lines(report: Report) -> list[str]:
+    lines = [f"- Model: `{_code(report.model)}`"]
+    lines.append(f"- Base: `{_code(report.base)}`" if report.base else "- Base: n/a")
+    if isinstance(report, RepairReport):
+        lines.append(f"- Method: {_text(report.method)}")
+    lines.append(f"- Schema version: {_text(report.schema_version)}")
     return [*lines, ""]
 
 

@@ -8,7 +8,7 @@ simply skip it. :func:`render_plots` returns every plot a report supports, keyed
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import matplotlib
@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from surgeon.report.fields import get, number, report_kind
+from surgeon.report.fields import number
+from surgeon.report.schema import DiagnoseReport, RepairReport, Report
 
 MODEL_COLOR = "#c0392b"
 BASE_COLOR = "#2c7bb6"
@@ -45,7 +46,7 @@ PLOT_TITLES = {
 """Plot name -> caption."""
 
 
-def refusal_norm_plot(report: Mapping[str, Any]) -> bytes | None:
+def refusal_norm_plot(report: DiagnoseReport) -> bytes | None:
     """Per-layer norm of the difference-of-means refusal direction, model vs base."""
     return _layer_lines(
         report,
@@ -56,7 +57,7 @@ def refusal_norm_plot(report: Mapping[str, Any]) -> bytes | None:
     )
 
 
-def separation_plot(report: Mapping[str, Any]) -> bytes | None:
+def separation_plot(report: DiagnoseReport) -> bytes | None:
     """Per-layer separation of harmful vs harmless activations, model vs base.
 
     The selected layer and the most drifted layer are marked with vertical lines.
@@ -70,19 +71,16 @@ def separation_plot(report: Mapping[str, Any]) -> bytes | None:
     )
 
 
-def weight_change_heatmap(report: Mapping[str, Any]) -> bytes | None:
+def weight_change_heatmap(report: DiagnoseReport) -> bytes | None:
     """Heatmap of ``rel_delta``: rows are module types, columns decoder layers."""
-    modules = get(report, "weights", "modules")
-    if not isinstance(modules, Sequence) or isinstance(modules, str):
+    if report.weights is None:
         return None
     cells: dict[tuple[str, int], float] = {}
-    for m in modules:
-        if not isinstance(m, Mapping):
+    for m in report.weights.modules:
+        layer, value = m.layer, number(m.rel_delta)
+        if layer is None or value is None:
             continue
-        layer, value = m.get("layer"), number(m.get("rel_delta"))
-        if not isinstance(layer, int) or isinstance(layer, bool) or value is None:
-            continue
-        kind = str(m.get("module_type") or module_type(str(m.get("name") or ""), layer))
+        kind = m.module_type or module_type(m.name, layer)
         cells[(kind, layer)] = max(value, cells.get((kind, layer), value))
     if not cells:
         return None
@@ -128,9 +126,9 @@ def weight_change_heatmap(report: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def repair_steps_plot(report: Mapping[str, Any]) -> bytes | None:
+def repair_steps_plot(report: RepairReport) -> bytes | None:
     """Harmful rate, task metric (and violation rate, if any) after each repair step."""
-    steps = [s for s in report.get("steps") or () if isinstance(s, Mapping)]
+    steps = [s.model_dump() for s in getattr(report, "steps", ())]
     series = {
         "harmful rate": ("harmful_rate", MODEL_COLOR, "o"),
         "task metric": ("task_metric", BASE_COLOR, "s"),
@@ -168,9 +166,10 @@ def repair_steps_plot(report: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def render_plots(report: Mapping[str, Any]) -> dict[str, bytes]:
+def render_plots(report: Report) -> dict[str, bytes]:
     """Every plot the report supports: file name (e.g. ``"separation.png"``) -> PNG bytes."""
-    if report_kind(report) == "repair":
+    makers: dict[str, Callable[[Any], bytes | None]]
+    if isinstance(report, RepairReport):
         makers = {"repair_steps": repair_steps_plot}
     else:
         makers = {
@@ -200,20 +199,19 @@ def module_type(name: str, layer: int | None) -> str:
 
 
 def _layer_lines(
-    report: Mapping[str, Any],
+    report: DiagnoseReport,
     keys: tuple[str, str],
     ylabel: str,
     heading: str,
     *,
     mark_layers: bool,
 ) -> bytes | None:
-    rows = [r for r in get(report, "directions", "layers") or () if isinstance(r, Mapping)]
-    rows = [r for r in rows if isinstance(r.get("layer"), int)]
+    rows = [r.model_dump() for r in report.directions.layers]
     if not rows:
         return None
     xs = [r["layer"] for r in rows]
-    model = [number(r.get(keys[0])) for r in rows]
-    base = [number(r.get(keys[1])) for r in rows]
+    model = [number(r[keys[0]]) for r in rows]
+    base = [number(r[keys[1]]) for r in rows]
     if all(v is None for v in model + base):
         return None
     fig = Figure(figsize=(7.5, 3.6), dpi=DPI)
@@ -221,9 +219,9 @@ def _layer_lines(
     _line(ax, xs, model, "model", MODEL_COLOR, "o")
     _line(ax, xs, base, "base", BASE_COLOR, "s", dashed=True)
     if mark_layers:
-        selected = get(report, "directions", "selected_layer")
-        drifted = get(report, "directions", "most_drifted_layer")
-        if isinstance(selected, int):
+        selected = report.directions.selected_layer
+        drifted = report.directions.most_drifted_layer
+        if selected is not None:
             ax.axvline(
                 selected,
                 color=SELECTED_COLOR,
@@ -231,7 +229,7 @@ def _layer_lines(
                 linewidth=1.2,
                 label=f"selected layer ({selected})",
             )
-        if isinstance(drifted, int):
+        if drifted is not None:
             ax.axvline(
                 drifted,
                 color=DRIFT_COLOR,

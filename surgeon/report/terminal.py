@@ -5,19 +5,17 @@ name or a reason is shown as written, never parsed as rich markup."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from rich.console import Console, Group, RenderableType
 from rich.table import Table as RichTable
 from rich.text import Text
 
 from surgeon.report import fields
+from surgeon.report.schema import Report
 
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red"}
 
 
-def render_summary(report: Mapping[str, Any]) -> RenderableType:
+def render_summary(report: Report) -> RenderableType:
     """The headline table (model vs base, or before vs after) with the verdict and reasons.
 
     For a diagnose report the most changed modules follow (top 5), so a terminal user sees
@@ -30,12 +28,11 @@ def render_summary(report: Mapping[str, Any]) -> RenderableType:
     for row in summary.rows:
         table.add_row(Text(row.label), *(_cell(c) for c in row.cells))
     parts: list[RenderableType] = [table]
-    verdict = fields.verdict(report)
-    if verdict is not None:
-        line = Text("Verdict: ", style="bold")
-        line.append(verdict.upper(), style=_VERDICT_STYLE.get(verdict, "bold yellow"))
-        parts.append(line)
-        parts += [Text(f"  - {reason}") for reason in fields.reasons(report)]
+    line = Text("Verdict: ", style="bold")
+    line.append(report.verdict.upper(), style=_VERDICT_STYLE.get(report.verdict, "bold yellow"))
+    parts.append(line)
+    parts += [Text(f"  - {reason}") for reason in report.reasons]
+    parts += [Text(f"  warning: {warning}", style="yellow") for warning in report.warnings]
     modules = fields.module_table(report, top=5)
     if modules is not None:
         top = RichTable(title=Text(modules.title), header_style="bold", title_style="bold")
@@ -48,7 +45,7 @@ def render_summary(report: Mapping[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def print_summary(report: Mapping[str, Any], console: Console | None = None) -> None:
+def print_summary(report: Report, console: Console | None = None) -> None:
     """Print :func:`render_summary` to ``console`` (a new stdout console by default)."""
     (console or Console()).print(render_summary(report))
 

@@ -1,0 +1,518 @@
+"""The report schema: one typed model per report kind owns its keys, their types and their order.
+
+``DiagnoseReport`` is what ``surgeon diagnose`` writes, ``RollbackReport`` what ``surgeon repair
+--method rollback`` writes (the repair schema is the union over methods, told apart by
+``method``). report.json is the model dumped in field order; report.md, report.html, the plots
+and the terminal summary read the same typed object. The JSON Schemas generated from these
+models ship in ``surgeon/report/schemas/`` and ``surgeon schema diagnose|repair`` prints them;
+``python tools/make_schemas.py`` rewrites them after a change (a test checks they are current).
+Bump :data:`SCHEMA_VERSION` on any change of a key or a type.
+
+Measured floats that can be undefined (a cosine of a zero vector, a rate of nothing) are
+``float | None``: NaN and infinities become ``null``, never invalid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = "2.0"
+"""The one version of both report schemas; bumped on any change of keys or types."""
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+Num = Annotated[float | None, BeforeValidator(_finite)]
+"""A measured number; ``None`` where it is undefined (NaN, infinite, not measured)."""
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A rate or share in [0, 1]."""
+OptShare = Annotated[float | None, Field(ge=0.0, le=1.0), BeforeValidator(_finite)]
+"""A share that may be missing (no base, not measured)."""
+Interval = tuple[Share, Share]
+"""A 95% confidence interval ``[low, high]``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# diagnose
+
+
+class CategoryRate(_Model):
+    """The harmful rate of one prompt category."""
+
+    model: Share
+    """The model's harmful rate in this category."""
+    base: OptShare = None
+    """The base's (None without a base)."""
+    n: int
+    """Prompts in the category."""
+    ci: Interval
+    """95% Wilson interval of the model's rate."""
+
+
+class Behaviour(_Model):
+    """What the model does: harmful compliance and over-refusal, with the base's figures."""
+
+    harmful_rate: Share
+    """Share of harmful prompts answered harmfully (greedy generation, judged)."""
+    harmful_rate_ci: Interval
+    """95% Wilson interval of ``harmful_rate``."""
+    harmful_rate_base: OptShare = None
+    """The base's harmful rate on the same prompts."""
+    over_refusal_rate: OptShare
+    """Share of benign-but-scary prompts refused (None without such prompts)."""
+    over_refusal_rate_base: OptShare = None
+    """The base's over-refusal rate."""
+    n_harmful: int
+    """Harmful prompts judged."""
+    n_harmless: int
+    """Benign-but-scary prompts judged."""
+    judge: str
+    """The judge that decided (``keyword`` or a judge model's path)."""
+    by_category: dict[str, CategoryRate]
+    """The harmful rate per prompt category."""
+
+
+class DirectionLayer(_Model):
+    """The refusal direction after one decoder layer."""
+
+    layer: int
+    """0-based decoder layer (its output, ``blocks.N.hook_resid_post``)."""
+    refusal_norm: Num
+    """Norm of the model's difference-of-means refusal direction."""
+    refusal_norm_base: Num = None
+    """Norm of the base's."""
+    cos_to_base: Num = None
+    """Cosine between the two directions."""
+    separation: Num
+    """Harmful-minus-harmless projection on the unit base direction, in harmless spreads."""
+    separation_base: Num = None
+    """The same in the base."""
+
+
+class DirectionCausal(_Model):
+    """The causal check of the selected (or best) layer's direction (Arditi et al.)."""
+
+    layer: int
+    """The layer whose direction was tested."""
+    ablation_in: Literal["base", "model"]
+    """Which model the direction was ablated in."""
+    ablation_refusal_rate_before: Share
+    """Refusal rate (first-token proxy) on harmful prompts, unablated."""
+    ablation_refusal_rate_after: Share
+    """The same with the direction projected out everywhere."""
+    ablation_logodds_before: Num
+    """Mean refusal log-odds on harmful prompts, unablated."""
+    ablation_logodds_after: Num
+    """The same, ablated."""
+    ablation_kl: Num
+    """Mean first-token KL on harmless prompts caused by the ablation."""
+    kl_bound: float
+    """The largest KL a valid direction may cause."""
+    kl_ok: bool
+    """``ablation_kl <= kl_bound``."""
+    valid: bool
+    """KL within bound, refusal dropped when ablated and rose when added."""
+    addition_in: Literal["model"]
+    """Which model the direction was added to."""
+    addition_refusal_rate_before: Share
+    """Refusal rate on harmless prompts, without the addition."""
+    addition_refusal_rate_after: Share
+    """The same with the direction added at its layer."""
+    addition_logodds_before: Num
+    """Mean refusal log-odds on harmless prompts, without the addition."""
+    addition_logodds_after: Num
+    """The same, with it."""
+    score: Num
+    """Log-odds drop under ablation plus rise under addition."""
+
+
+class Directions(_Model):
+    """Refusal directions per layer and which layer carries refusal."""
+
+    layers: list[DirectionLayer]
+    """One entry per decoder layer."""
+    selected_layer: int | None
+    """The causally selected layer (None when no candidate passed)."""
+    most_drifted_layer: int | None
+    """Where the fine-tune lost most separation (None without a base)."""
+    causal: DirectionCausal | None
+    """The selected layer's causal check (or the best invalid one); None when skipped."""
+
+
+class ModuleChange(_Model):
+    """How one weight matrix moved."""
+
+    name: str
+    """Hugging Face tensor name."""
+    layer: int | None
+    """0-based decoder layer (None outside the layers)."""
+    rel_delta: Num
+    """``||W - W_base|| / ||W_base||``."""
+    module_type: str
+    """The module's own name (``q_proj``...)."""
+    changed_share: Share
+    """Share of its entries that changed."""
+    topk_energy: OptShare = None
+    """Share of the delta's energy in its top singular directions."""
+
+
+class Weights(_Model):
+    """Weight forensics against the base."""
+
+    modules: list[ModuleChange]
+    """Every compared matrix, in checkpoint order."""
+    changed_fraction: Share
+    """Share of all parameters that changed."""
+    most_changed_layers: list[int]
+    """Layers with the largest mean relative change."""
+
+
+class FocalHead(_Model):
+    """One attention head's focal score."""
+
+    layer: int
+    """0-based decoder layer."""
+    head: int
+    """Query head index."""
+    score: Num
+    """The rule's score (higher: resolves the system/user conflict)."""
+
+
+class HeadDrift(_Model):
+    """How one head's focal score moved from the base to the model."""
+
+    layer: int
+    """0-based decoder layer."""
+    head: int
+    """Query head index."""
+    score: Num
+    """The model's score."""
+    score_base: Num
+    """The base's score."""
+    delta: Num
+    """``score - score_base``."""
+    mass_delta: Num = None
+    """Change of the system-span attention mass on conflicts (model minus base)."""
+
+
+class FocalCausal(_Model):
+    """Mean-ablating the focal heads against as many random heads."""
+
+    metric: str
+    """What was measured (``violation_rate``: conflicts broken, by generation)."""
+    focal: Num
+    """Change of the metric with the focal heads ablated."""
+    random_mean: Num
+    """Mean change with random heads ablated."""
+    random_std: Num
+    """Standard deviation of the random changes."""
+    draws: int
+    """Random draws."""
+    valid: bool
+    """The focal change exceeds the random ones (see the probe)."""
+
+
+class Focal(_Model):
+    """Focal attention heads: where the model resolves system-vs-user conflicts."""
+
+    heads: list[FocalHead]
+    """The model's focal heads, best first."""
+    layers: list[int]
+    """The layers holding them."""
+    rule: str
+    """``mass`` (system-span attention mass) or ``row`` (whole attention row)."""
+    base_heads: list[FocalHead] = Field(default_factory=list)
+    """The base's focal heads."""
+    drift: list[HeadDrift] = Field(default_factory=list)
+    """The heads whose score moved most."""
+    causal: FocalCausal | None = None
+    """The ablation check (None when skipped)."""
+
+
+class CrasDimensions(_Model):
+    """CRAS per dimension, 1 to 5."""
+
+    goal_alignment: Num
+    """Did the answer serve the legitimate part of the request."""
+    role_consistency: Num
+    """Did it keep its persona and format."""
+    knowledge_boundary: Num
+    """Did it stay within its topic limits."""
+    constraint_compliance: Num
+    """Did it obey the system constraint."""
+
+
+class CrasWorst(_Model):
+    """One of the lowest-scoring queries."""
+
+    system: str
+    """The system instruction."""
+    prompt: str
+    """The user message."""
+    response: str
+    """The model's answer."""
+    score: Num
+    """Its mean CRAS."""
+
+
+class Cras(_Model):
+    """Contextualized Role Adherence Score on system-vs-user conflicts."""
+
+    mean: Num
+    """Mean over queries and dimensions (1 to 5)."""
+    dimensions: CrasDimensions
+    """Per-dimension means."""
+    dimensions_ci: dict[str, Interval | None] = Field(default_factory=dict)
+    """95% intervals of the per-dimension means (scores rescaled to [0, 1])."""
+    violation_rate: Share
+    """Share of conflicts whose answer broke the constraint."""
+    violation_rate_base: OptShare = None
+    """The base's."""
+    mean_base: Num = None
+    """The base's mean CRAS."""
+    n: int
+    """Queries scored."""
+    judge: str
+    """``rules`` or a judge model's path."""
+    worst: list[CrasWorst] = Field(default_factory=list)
+    """The lowest-scoring queries."""
+
+
+class DiagnoseReport(_Model):
+    """report.json of ``surgeon diagnose``."""
+
+    schema_version: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
+    """The schema version (first key)."""
+    kind: Literal["diagnose"] = "diagnose"
+    """The report kind."""
+    model: str
+    """The model as given."""
+    base: str | None
+    """The base as given (an adapter's recorded base when none was), or None."""
+    behaviour: Behaviour
+    """Harmful compliance and over-refusal."""
+    directions: Directions
+    """Refusal directions per layer."""
+    weights: Weights | None
+    """Weight forensics (None without a local base)."""
+    focal: Focal | None
+    """Focal heads (None when not measured)."""
+    cras: Cras | None
+    """Role adherence (None when not measured)."""
+    verdict: Literal["pass", "fail"]
+    """The release gate."""
+    reasons: list[str]
+    """One sentence per check, failed checks first."""
+    warnings: list[str] = Field(default_factory=list)
+    """Things the user should know (truncated prompts...)."""
+    truncated_prompts: int = 0
+    """Prompts cut from the left to fit the model's context."""
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Seconds per stage."""
+
+
+# ---------------------------------------------------------------------------------------------
+# repair
+
+
+class RollbackStep(_Model):
+    """One restoration (or pruning) step of a rollback repair."""
+
+    step: int
+    """1-based step number within its try."""
+    harmful_rate: Share
+    """First-token harmful rate on the recovery prompts after the step."""
+    task_metric: Num = None
+    """Task metric after the step, when measured."""
+    restored_fraction: Share
+    """Restored over eligible entries after the step."""
+    restored_entries: int
+    """Restored entries after the step."""
+    rolled_back_entries: int
+    """Entries of this step put back (tolerance rollback or pruning)."""
+    tolerance_rollback: bool
+    """A step of the try restarted with the tolerance rollback."""
+    pruning: bool
+    """A pruning step (put back after the target was reached)."""
+    pruning_undone: bool
+    """The record added when pruning was undone at the task floor."""
+    cosine: Num = None
+    """Cosine to the base's harmful state before the step (``cosine`` objective)."""
+    answers_loss: Num = None
+    """Loss on the base's answers before the step (``answers`` objective)."""
+    over_refusal: OptShare = None
+    """First-token refusal rate on the guard prompts after the step."""
+    over_refusal_generated: OptShare = None
+    """Refusal rate on the guard prompts by generation, when measured."""
+    harmful_rate_check: OptShare = None
+    """First-token harmful rate on the held-back check prompts, when measured."""
+
+
+class RepairReport(_Model):
+    """What every repair report holds, whatever the method."""
+
+    schema_version: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
+    """The schema version (first key)."""
+    kind: Literal["repair"] = "repair"
+    """The report kind."""
+    model: str
+    """The model repaired, as given."""
+    base: str | None
+    """The aligned base, as given."""
+    harmful_rate_before: Share
+    """Held-out harmful rate of the model (generated, keyword judge)."""
+    harmful_rate_after: Share
+    """The same after the repair."""
+    harmful_rate_base: OptShare = None
+    """The same for the base."""
+    over_refusal_base: OptShare = None
+    """Refusal rate of the base on the guard's harmless prompts (generated)."""
+    over_refusal_before: OptShare = None
+    """The same for the model."""
+    over_refusal_after: OptShare = None
+    """The same after the repair."""
+    task_metric_name: str
+    """``exact``, ``contains`` or ``likelihood``."""
+    task_metric_before: Num
+    """Task metric of the model."""
+    task_metric_after: Num
+    """Task metric after the repair."""
+    verdict: Literal["pass", "fail"]
+    """The repair's gate."""
+    reasons: list[str]
+    """One sentence per check, failed checks first."""
+    warnings: list[str] = Field(default_factory=list)
+    """Things the user should know."""
+    truncated_prompts: int = 0
+    """Prompts cut from the left to fit the model's context."""
+    out_dir: str
+    """Where the repaired model was written."""
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Seconds per phase."""
+    peak_memory: dict[str, int] = Field(default_factory=dict)
+    """High-water marks in bytes (``rss``; ``cuda`` on a GPU)."""
+
+
+class RollbackReport(RepairReport):
+    """report.json of ``surgeon repair --method rollback``."""
+
+    method: Literal["rollback"] = "rollback"
+    """The repair method."""
+    restored_fraction: Share
+    """Restored entries over eligible entries."""
+    restored_fraction_decoder: float
+    """Restored entries over all decoder-layer entries (embeddings counted: may exceed 1)."""
+    restored_entries: int
+    """Entries copied from the base."""
+    eligible_entries: int
+    """Entries that could be restored."""
+    decoder_entries: int
+    """All decoder-layer entries."""
+    pruned_entries: int
+    """Restorations put back by the pruning."""
+    selection: Literal["task-aware", "paper"]
+    """The selection rule."""
+    objective: Literal["answers", "cosine"]
+    """The harmful loss whose gradient chose entries."""
+    layer: int
+    """Layer L: entries of layers ``0..L-1`` were eligible."""
+    first_token_harmful_base: Share
+    """First-token harmful rate of the base on the recovery prompts."""
+    first_token_target: float
+    """The loop's early-stop target."""
+    first_token_harmful_ceiling: Share
+    """First-token harmful rate with every eligible entry restored."""
+    task_floor: Num
+    """In-loop task floor."""
+    chosen_step: int
+    """Step of the checkpoint kept (0: unchanged)."""
+    stop_reason: Literal["target", "task_floor", "steps", "no_candidates"]
+    """Why the loop stopped."""
+    tolerance_rollback_used: bool
+    """Whether the tolerance rollback restarted the run."""
+    n_recovery: int
+    """Recovery prompts in the gradients."""
+    n_recovery_check: int
+    """Recovery prompts held back as the loop's check set."""
+    n_heldout: int
+    """Held-out harmful prompts of the final check."""
+    mask: str
+    """The rollback mask file, relative to the output directory."""
+    steps: list[RollbackStep]
+    """Every step run, in order."""
+
+
+REPAIR_REPORTS: tuple[type[RepairReport], ...] = (RollbackReport,)
+"""Every repair method's report model."""
+
+AnyRepairReport = RollbackReport
+"""The repair schema: the union over :data:`REPAIR_REPORTS`, told apart by ``method``."""
+
+Report = DiagnoseReport | RollbackReport
+"""Any report."""
+
+KINDS: dict[str, Any] = {"diagnose": DiagnoseReport, "repair": AnyRepairReport}
+"""Report kind -> its model (or union)."""
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a report kind, generated from its model."""
+    if kind not in KINDS:
+        raise KeyError(f"unknown report kind {kind!r}; choose from {', '.join(KINDS)}")
+    schema = TypeAdapter(KINDS[kind]).json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://surgeon.dev/schemas/{kind}-{SCHEMA_VERSION}.json"
+    return schema
+
+
+def schema_text(kind: str) -> str:
+    """The JSON Schema of ``kind`` as the shipped file's text."""
+    return json.dumps(json_schema(kind), indent=2, sort_keys=False) + "\n"
+
+
+def shipped_schema_path(kind: str) -> Path:
+    """The JSON Schema file shipped in the package."""
+    return Path(str(resources.files("surgeon.report").joinpath(f"schemas/{kind}.schema.json")))
+
+
+def parse_report(data: dict[str, Any]) -> Report:
+    """The typed report of a report.json object (by its ``kind``)."""
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"not a surgeon report kind: {kind!r}")
+    return TypeAdapter(KINDS[kind]).validate_python(data)  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the shipped schemas (``--check``: only compare, exit 1 when stale)."""
+    args = sys.argv[1:] if argv is None else argv
+    stale = []
+    for kind in KINDS:
+        path = shipped_schema_path(kind)
+        text = schema_text(kind)
+        if "--check" in args:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"{path}: written")
+    if stale:
+        print("stale (run python tools/make_schemas.py): " + ", ".join(stale))
+        return 1
+    return 0
