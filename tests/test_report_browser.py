@@ -261,19 +261,6 @@ def test_detector_sees_broken_pages(tmp_path: Path) -> None:
     assert len(page.requests) >= 2
 
 
-@pytest.mark.skipif(
-    not os.environ.get("SURGEON_REPORT_HTML"),
-    reason="set SURGEON_REPORT_HTML=path/to/report.html to check a real report",
-)
-def test_given_report_html_renders_cleanly() -> None:
-    """The same checks on a report written by a real run (e.g. on the model organism)."""
-    html = Path(os.environ["SURGEON_REPORT_HTML"])
-    page = load_page(html)
-    assert page.errors == []
-    assert [r for r in page.requests if not r.startswith("data:")] == [html.resolve().as_uri()]
-    assert_rendered(page.screenshot)
-
-
 @pytest.mark.slow
 def test_organism_report_renders_cleanly(organism_dir: Path, tmp_path: Path) -> None:
     """The report of a real diagnose run on the organism (ft-harmful vs base) in Chromium."""
