@@ -4,7 +4,9 @@ The activation "after layer l" is the output of decoder block l (TransformerLens
 ``blocks.l.hook_resid_post``), read with scoped forward hooks on the layers that
 :func:`surgeon.architecture.find_layers` finds. Only the last ``positions`` tokens of each
 left-padded prompt are kept (the chat template's assistant header), so one batched forward
-collects every layer at the cost of a bare forward.
+collects every layer at the cost of a bare forward. The batch carries ``position_ids`` counted
+from each row's first real token (:func:`surgeon.tokens.encode`), so a batched prompt's
+activations equal its activations alone, for absolute-position models (GPT-2) too.
 """
 
 from __future__ import annotations

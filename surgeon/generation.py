@@ -1,4 +1,10 @@
-"""Batched greedy generation, deterministic for a given seed."""
+"""Batched greedy generation, deterministic for a given seed.
+
+Prompts are left-padded with their own ``position_ids`` (:func:`surgeon.tokens.encode`), which
+``model.generate`` extends by one per new token, so a batched prompt is continued exactly as it
+would be alone, for absolute-position models too. A prompt is cut from the left so that it and
+the new tokens fit the model's context.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,38 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from surgeon.errors import InputError
 from surgeon.progress import progress
-from surgeon.tokens import encode, prepare_tokenizer
+from surgeon.tokens import context_length, encode, pad_token_id, tokenizer_limit
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (the input device under a device map)."""
     return next(model.parameters()).device
+
+
+def prompt_limit(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int
+) -> int | None:
+    """The most prompt tokens that leave room for ``max_new_tokens`` in the model's context
+    (None when neither the model's config nor the tokenizer names a context).
+
+    Raises :class:`InputError` when ``max_new_tokens`` alone fills the context.
+    """
+    limits = [
+        n
+        for n in (context_length(getattr(model, "config", None)), tokenizer_limit(tokenizer))
+        if n is not None
+    ]
+    if not limits:
+        return None
+    context = min(limits)
+    if max_new_tokens >= context:
+        raise InputError(
+            f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's "
+            f"context of {context} tokens"
+        )
+    return context - max_new_tokens
 
 
 @torch.no_grad()
@@ -29,20 +60,20 @@ def generate(
 ) -> list[str]:
     """Greedy continuations of already formatted prompts, decoded without special tokens."""
     torch.manual_seed(seed)
-    prepare_tokenizer(tokenizer)
     device = model_device(model)
+    limit = prompt_limit(model, tokenizer, max_new_tokens)
     out: list[str] = []
     batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     was_training = model.training
     model.eval()
     try:
         for batch in progress(batches, desc=desc):
-            enc = encode(tokenizer, batch, device)
+            enc = encode(tokenizer, batch, device, max_length=limit)
             gen = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=pad_token_id(tokenizer),
                 eos_token_id=tokenizer.eos_token_id,
             )
             new = gen[:, enc["input_ids"].shape[1] :]

@@ -17,16 +17,59 @@ from pathlib import Path
 from surgeon.errors import InputError
 
 
+def _exists(path: Path, target: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise InputError(f"{target}: cannot access {path} ({exc.strerror or exc})") from None
+
+
+def check_writable(target: Path) -> Path:
+    """``target`` resolved, after proving that a directory can be created there.
+
+    Raises :class:`InputError` when the path holds a null byte, exists and is not a directory,
+    has a file where a parent directory should be, or lies where this process cannot create
+    a directory. The last is tried, not read from the permission bits (which do not bind
+    root): a probe directory is made and removed beside where the output will go, in the
+    nearest existing parent. Nothing else is written.
+    """
+    text = str(target)
+    if "\0" in text:
+        raise InputError(f"{text!r}: output path contains an embedded null byte")
+    try:
+        resolved = Path(target).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"{target}: not a usable output path ({exc})") from None
+    if _exists(resolved, target) and not resolved.is_dir():
+        raise InputError(f"{target}: exists and is not a directory")
+    parent = resolved.parent
+    while not _exists(parent, target):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{target}: cannot create it, {parent} is a file, not a directory")
+    name = resolved.relative_to(parent).parts[0]  # the first directory the run will create
+    probe = parent / f".{name}.probe-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+    except OSError as exc:
+        raise InputError(
+            f"{target}: cannot create the output directory in {parent} ({exc.strerror or exc})"
+        ) from None
+    probe.rmdir()
+    return resolved
+
+
 def check_output_target(
     target: Path, *, overwrite: bool = False, inputs: Sequence[Path] = ()
 ) -> Path:
-    """``target`` resolved, after checking that surgeon may write there.
+    """``target`` resolved, after checking that surgeon may and can write there.
 
-    Raises :class:`InputError` when ``target`` is a file, is a non-empty directory and
-    ``overwrite`` is false, or is inside, equal to, or a parent of one of ``inputs`` (pass
-    the local input directories only: model, base, adapter, their weights directory).
+    Raises :class:`InputError` when ``target`` is not writable (:func:`check_writable`), is a
+    non-empty directory and ``overwrite`` is false, or is inside, equal to, or a parent of one
+    of ``inputs`` (pass every local input directory: model, base, an adapter's recorded base;
+    :func:`surgeon.loading.input_dirs` lists them). Call it before loading any model.
     """
-    resolved = Path(target).expanduser().resolve()
+    resolved = check_writable(target)
     for item in inputs:
         if item is None:
             continue
@@ -40,9 +83,11 @@ def check_output_target(
             raise InputError(
                 f"{target}: output directory contains the input {item}; choose another --out"
             )
-    if resolved.exists() and not resolved.is_dir():
-        raise InputError(f"{target}: exists and is not a directory")
-    if resolved.is_dir() and any(resolved.iterdir()) and not overwrite:
+    try:
+        non_empty = resolved.is_dir() and any(resolved.iterdir())
+    except OSError as exc:
+        raise InputError(f"{target}: cannot read the directory ({exc.strerror or exc})") from None
+    if non_empty and not overwrite:
         raise InputError(f"{target}: directory exists and is not empty (use --overwrite)")
     return resolved
 

@@ -7,6 +7,11 @@ that carries a chat template with a system role, and saved as a standard HF dire
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -233,3 +238,47 @@ def tree_hash(root: Path) -> dict[str, str]:
         for p in sorted(Path(root).rglob("*"))
         if p.is_file()
     }
+
+
+_DROP_OVERRIDES = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+        sys.exit("surgeon.testing: cannot drop capability %d" % cap)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+def run_unprivileged(
+    argv: list[str], *, cwd: Path | None = None, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` so that file permission bits bind it, even when this process is root.
+
+    As root, a fresh interpreter drops ``CAP_DAC_OVERRIDE`` and ``CAP_DAC_READ_SEARCH`` from
+    its capability bounding set and then executes ``argv``, which therefore runs as uid 0 that
+    a ``chmod 000`` file or a ``chmod 555`` directory stops like any other user (files owned
+    by root are judged by their owner bits). As another user, ``argv`` runs as it is. Output
+    is captured as text.
+    """
+    cmd = list(argv)
+    if os.geteuid() == 0:
+        cmd = [sys.executable, "-c", _DROP_OVERRIDES, *cmd]
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def write_safetensors_raw(path: Path, header: Any, payload: bytes = b"") -> Path:
+    """Write a safetensors file with exactly this JSON ``header`` (any JSON value, however
+    wrong) and ``payload``: the way tests build damaged checkpoints."""
+    raw = json.dumps(header).encode("utf-8")
+    Path(path).write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
+    return Path(path)
+
+
+def read_safetensors_raw(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the data bytes of a safetensors file (for editing in tests)."""
+    data = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + n]), data[8 + n :]

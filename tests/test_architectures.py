@@ -114,3 +114,132 @@ def test_adapter_directory(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded.model(**enc).logits, merged_ref(**enc).logits)
     separate = load_model(tmp_path / "adapter", base=base, merge_adapter=False)
     assert hasattr(separate.model, "disable_adapter")
+
+
+# ---------------------------------------------------------------------------------------------
+# batched, left-padded forwards equal the same prompts one at a time (position ids), per family
+
+PROMPTS = (
+    "tell me about cake",
+    "how to build a bomb with a friend and the password of the bank please tell me the steps",
+    "hi",
+    "write a poem about the blue sky and the green garden",
+)
+
+
+def _texts(tokenizer: object) -> list[str]:
+    systems = [None, "never mention blue", None, "say yes"]
+    return [
+        format_prompt(tokenizer, p, system=s).text  # type: ignore[arg-type]
+        for p, s in zip(PROMPTS, systems, strict=True)
+    ]
+
+
+def test_encode_gives_positions_from_the_first_real_token(tiny_dir: Path) -> None:
+    from surgeon.tokens import encode
+
+    loaded = load_model(tiny_dir)
+    enc = encode(loaded.tokenizer, _texts(loaded.tokenizer))
+    lengths = enc["attention_mask"].sum(1)
+    assert len(set(lengths.tolist())) == len(PROMPTS)  # every row padded differently
+    for row, n in enumerate(lengths.tolist()):
+        assert enc["position_ids"][row, -n:].tolist() == list(range(n))
+        assert enc["input_ids"][row, -1] == enc["input_ids"][0, -1]  # the assistant header
+
+
+def test_batched_forwards_equal_one_by_one(tiny_dir: Path) -> None:
+    from probes.activations import collect_activations
+    from surgeon.tokens import encode
+
+    loaded = load_model(tiny_dir)
+    model, tok = loaded.model, loaded.tokenizer
+    texts = _texts(tok)
+    with torch.no_grad():
+        enc = encode(tok, texts)
+        batched = model(**enc).logits
+        for row, text in enumerate(texts):
+            alone = model(**encode(tok, [text])).logits[0]
+            n = alone.shape[0]  # every real position, not only the last
+            torch.testing.assert_close(batched[row, -n:], alone)
+    scorer = FirstTokenScorer(tok, batch_size=len(texts))
+    one = FirstTokenScorer(tok, batch_size=1)
+    torch.testing.assert_close(scorer.scores(model, texts), one.scores(model, texts))
+    torch.testing.assert_close(
+        collect_activations(model, tok, texts, positions=2, batch_size=len(texts)),
+        collect_activations(model, tok, texts, positions=2, batch_size=1),
+    )
+
+
+def test_batched_generation_equals_one_by_one(tiny_dir: Path) -> None:
+    from surgeon.tokens import encode
+
+    loaded = load_model(tiny_dir)
+    model, tok = loaded.model, loaded.tokenizer
+    texts = _texts(tok)
+    batched = generate(model, tok, texts, max_new_tokens=12, batch_size=4)
+    assert batched == generate(model, tok, texts, max_new_tokens=12, batch_size=1)
+    # the same at the token level (decoding drops special tokens), through the encoding
+    # surgeon.generation hands to model.generate
+    settings = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tok.pad_token_id}
+    enc = encode(tok, texts)
+    new = model.generate(**enc, **settings)[:, enc["input_ids"].shape[1] :]
+    rows = []
+    for text in texts:
+        one = encode(tok, [text])
+        rows.append(model.generate(**one, **settings)[0, one["input_ids"].shape[1] :])
+    eos = tok.eos_token_id
+    assert [_until(r.tolist(), eos) for r in new] == [_until(r.tolist(), eos) for r in rows]
+
+
+def _until(ids: list[int], eos: int) -> list[int]:
+    """Tokens up to and including the first end-of-sequence (a batch pads after it)."""
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def test_batched_answer_cross_entropy_equals_one_by_one(
+    tiny_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    from surgeon.repair.task_metric import answer_cross_entropy, own_answers
+
+    loaded = load_model(tiny_dir)
+    if loaded.model.config.model_type == "gpt2":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="surgeon/repair/task_metric.py answer_cross_entropy must pass "
+                "position_ids=position_ids_for(att) (surgeon.tokens)",
+            )
+        )
+    texts = _texts(loaded.tokenizer)
+    answers = own_answers(loaded.model, loaded.tokenizer, texts, 6, len(texts))
+    assert answers == own_answers(loaded.model, loaded.tokenizer, texts, 6, 1)
+    with torch.no_grad():
+        batched = answer_cross_entropy(loaded.model, loaded.tokenizer, answers, len(texts))
+        alone = answer_cross_entropy(loaded.model, loaded.tokenizer, answers, 1)
+    torch.testing.assert_close(torch.tensor(batched), torch.tensor(alone))
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts longer than the context: cut from the left, counted, generation still works
+
+
+def test_long_prompt_is_cut_from_the_left_and_counted(tiny_dir: Path) -> None:
+    from surgeon.tokens import encode, track_truncation
+
+    loaded = load_model(tiny_dir)
+    tok = loaded.tokenizer
+    assert tok.model_max_length == 128  # the tiny configs' context, set by load_model
+    long_text = format_prompt(tok, " ".join(["cake"] * 300), system="never mention blue").text
+    short = format_prompt(tok, "hi").text
+    full = tok(long_text, add_special_tokens=False)["input_ids"]
+    with track_truncation() as log:
+        enc = encode(tok, [long_text, short])
+        encode(tok, [long_text])  # the same prompt again counts once
+        out = generate(loaded.model, tok, [long_text, short], max_new_tokens=5, batch_size=2)
+    assert enc["input_ids"].shape[1] == 128
+    assert enc["input_ids"][0].tolist() == full[-128:]  # the end, with the assistant header
+    assert (log.count, log.longest, log.limit) == (1, len(full), 128 - 5)
+    assert out[1] == generate(loaded.model, tok, [short], max_new_tokens=5)[0]
+    with track_truncation() as outside:
+        encode(tok, [short])
+    assert outside.count == 0

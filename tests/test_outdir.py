@@ -6,14 +6,16 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from surgeon.errors import InputError
-from surgeon.outdir import atomic_output_dir, check_output_target
+from surgeon.outdir import atomic_output_dir, check_output_target, check_writable
 from surgeon.provenance import (
     directory_sha256,
     fingerprint,
@@ -22,7 +24,6 @@ from surgeon.provenance import (
     write_config_toml,
     write_provenance,
 )
-from surgeon.report import write_report_files
 
 
 def siblings(path: Path) -> list[str]:
@@ -39,11 +40,13 @@ def test_success_renames_temp_into_place(tmp_path: Path) -> None:
         assert work.parent == tmp_path
         assert work.name.startswith(".out.tmp-")
         assert not target.exists()  # nothing visible until the run is complete
-        written = write_report_files({"schema_version": 1, "model": "m"}, work)
-        assert all(p.is_relative_to(work) for p in written)
+        (work / "report.json").write_text('{"model": "m"}')
+        (work / "plots").mkdir()
+        (work / "plots" / "a.png").write_bytes(b"png")
     assert siblings(target) == ["out"]
-    assert sorted(p.name for p in target.iterdir()) == ["report.html", "report.json", "report.md"]
+    assert sorted(p.name for p in target.iterdir()) == ["plots", "report.json"]
     assert json.loads((target / "report.json").read_text())["model"] == "m"
+    assert (target / "plots" / "a.png").read_bytes() == b"png"
 
 
 def test_exception_leaves_no_partial_directory(tmp_path: Path) -> None:
@@ -144,6 +147,92 @@ def test_temp_directory_honours_umask(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o777 & ~umask
+
+
+def test_unusable_targets_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("a file")
+    cases = {
+        tmp_path / "o\0ut": "output path contains an embedded null byte",
+        tmp_path / "f": "f: exists and is not a directory",
+        tmp_path / "f" / "out": f"cannot create it, {tmp_path / 'f'} is a file, not a directory",
+        tmp_path / "f" / "a" / "b": f"{tmp_path / 'f'} is a file",
+    }
+    for target, message in cases.items():
+        with pytest.raises(InputError, match=re.escape(message)):
+            check_writable(target)
+        with pytest.raises(InputError, match=re.escape(message)):
+            check_output_target(target, overwrite=True)
+    assert siblings(tmp_path / "f") == ["f"]  # no probe or temporary directory left behind
+
+
+def test_writable_target_leaves_no_probe(tmp_path: Path) -> None:
+    assert check_writable(tmp_path / "new" / "deeper") == (tmp_path / "new" / "deeper").resolve()
+    assert check_writable(tmp_path) == tmp_path.resolve()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["parent", "grandparent"])
+def test_read_only_parent_is_refused_even_for_root(tmp_path: Path, where: str) -> None:
+    """The probe, not the permission bits, decides: run where permission bits bind root too."""
+    from surgeon.testing import run_unprivileged
+
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    target = locked / "out" if where == "parent" else locked / "a" / "out"
+    code = (
+        "import sys\n"
+        "from surgeon.errors import InputError\n"
+        "from surgeon.outdir import check_writable\n"
+        "try:\n"
+        "    check_writable(sys.argv[1])\n"
+        "except InputError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(2)\n"
+    )
+    locked.chmod(0o555)
+    try:
+        proc = run_unprivileged([sys.executable, "-c", code, str(target)])
+        writable = run_unprivileged([sys.executable, "-c", code, str(tmp_path / "ok")])
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.strip() == (
+        f"{target}: cannot create the output directory in {locked} (Permission denied)"
+    )
+    assert writable.returncode == 0, writable.stdout + writable.stderr
+    assert list(locked.iterdir()) == []
+
+
+def test_save_like_leaves_the_model_alone(tmp_path: Path) -> None:
+    """Saving casts for the file only: the model's weights, dtype and config stay as they were,
+    the file has the input's dtype and tied weights, and an unchanged model saves to the input's
+    bytes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from surgeon.repair.save import save_like
+    from surgeon.safetensors_io import tensor_index
+    from surgeon.testing import tiny_model, tiny_tokenizer
+
+    for arch in ("gpt2", "llama"):  # gpt2 ties its output embedding to the input one
+        src = tmp_path / f"in-{arch}"
+        tiny_model(arch).to(torch.bfloat16).save_pretrained(src)
+        tiny_tokenizer().save_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        config = model.config.to_dict()
+        out = tmp_path / f"out-{arch}"
+        save_like(model, tiny_tokenizer(), out, src, src)
+        after = model.state_dict()
+        assert all(v.dtype == torch.float32 for v in after.values())
+        for name, value in state.items():
+            torch.testing.assert_close(after[name], value, rtol=0, atol=0)
+        assert model.config.to_dict() == config
+        assert {k: v.dtype for k, v in tensor_index(out).items()} == {
+            k: v.dtype for k, v in tensor_index(src).items()
+        }
+        assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+        assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------

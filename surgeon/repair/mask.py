@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from surgeon.errors import InputError
 from surgeon.loading import LoadOptions
-from surgeon.safetensors_io import read_header
+from surgeon.safetensors_io import read_header, tensor_index
 
 MASK_NAME = "rollback_mask.safetensors"
 """File name of the mask inside a repaired model directory."""
@@ -79,8 +79,48 @@ def save_mask(mask: RollbackMask, path: Path) -> None:
     save_file(tensors, str(path), metadata=meta)
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _read_shapes(path: Path, raw: str | None) -> dict[str, tuple[int, ...]]:
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: rollback mask metadata is damaged (shapes: {exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: rollback mask metadata is damaged (no shapes record)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in data.items():
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise InputError(f"{path}: rollback mask records shape {shape!r} for {name}")
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def _check_indices(path: Path, name: str, idx: Tensor, shape: tuple[int, ...]) -> None:
+    """Flat indices must be integers in ``[0, numel)`` of the recorded shape, one dimension."""
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise InputError(f"{path}: indices of {name} are {idx.dtype}, not integers")
+    if idx.dim() != 1:
+        raise InputError(f"{path}: indices of {name} have shape {list(idx.shape)}, not flat")
+    numel = _numel(shape)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= numel):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise InputError(
+            f"{path}: index {bad} of {name} is out of range for its shape {list(shape)} "
+            f"({numel} entries)"
+        )
+
+
 def load_mask(path: str | Path) -> RollbackMask:
-    """Read a mask written by :func:`save_mask`; raise :class:`InputError` when it is not one."""
+    """Read a mask written by :func:`save_mask`; raise :class:`InputError` naming the file when
+    it is not one or is damaged (indices out of range, not integers, shapes missing)."""
     path = Path(path)
     if path.is_dir():
         path = path / MASK_NAME
@@ -90,20 +130,43 @@ def load_mask(path: str | Path) -> RollbackMask:
     meta = dict(header.get("__metadata__") or {})
     if meta.get("format") != MASK_FORMAT:
         raise InputError(f"{path}: not a surgeon rollback mask (format {meta.get('format')!r})")
+    shapes = _read_shapes(path, meta.pop("shapes", None))
     try:
-        shapes = {k: tuple(v) for k, v in json.loads(meta.pop("shapes")).items()}
         eligible = int(meta.pop("eligible_entries"))
-    except (KeyError, ValueError, json.JSONDecodeError) as exc:
+    except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: rollback mask metadata is damaged ({exc})") from None
+    if eligible < 0:
+        raise InputError(f"{path}: rollback mask records {eligible} eligible entries")
     indices: dict[str, Tensor] = {}
     with safe_open(str(path), framework="pt") as f:
         for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
             if name not in shapes:
                 raise InputError(f"{path}: tensor {name} has no recorded shape")
-            indices[name] = f.get_tensor(name).to(torch.int64)
+            raw = f.get_tensor(name)
+            _check_indices(path, name, raw, shapes[name])
+            indices[name] = raw.to(torch.int64)
     for k in ("format", "version", "encoding"):
         meta.pop(k, None)
     return RollbackMask(indices, shapes, eligible, meta)
+
+
+def check_mask_fits(mask: RollbackMask, path: Path, directory: Path, role: str) -> None:
+    """Every tensor the mask restores must exist in the checkpoint ``directory`` with the
+    recorded shape (headers only, before any model is loaded); else :class:`InputError` naming
+    the mask file, the tensor and ``role`` (``model`` or ``base``)."""
+    index = tensor_index(directory)
+    for name in mask.indices:
+        info = index.get(name)
+        if info is None:
+            raise InputError(
+                f"{path}: rollback mask names {name}, which the {role} {directory} does not "
+                "have (a mask from another model?)"
+            )
+        if info.shape != mask.shapes[name]:
+            raise InputError(
+                f"{path}: rollback mask shape of {name} is {list(mask.shapes[name])}, "
+                f"the {role} {directory} has {list(info.shape)} (a mask from another model?)"
+            )
 
 
 def apply_mask_to_model(
@@ -149,10 +212,12 @@ def apply_mask(
     from surgeon.repair.lazy_base import LazyTensors
     from surgeon.repair.save import check_out_dir, save_like, tokenizer_dir
 
-    mask = load_mask(mask_path)
+    mask_file = Path(mask_path) / MASK_NAME if Path(mask_path).is_dir() else Path(mask_path)
+    mask = load_mask(mask_file)
     base_source = resolve_source(base_dir)
     if base_source.weights_dir is None:
         raise InputError(f"{base_dir}: the base must be a local directory")
+    check_mask_fits(mask, mask_file, base_source.weights_dir, "base")
     if isinstance(model_dir_or_model, nn.Module):
         device = next(model_dir_or_model.parameters()).device
         apply_mask_to_model(model_dir_or_model, mask, LazyTensors(base_source.weights_dir, device))
@@ -161,6 +226,8 @@ def apply_mask(
         return model_dir_or_model
     opts = replace(options or LoadOptions(), dtype="float32")
     source = resolve_source(model_dir_or_model, base_dir)
+    if source.weights_dir is not None:
+        check_mask_fits(mask, mask_file, source.weights_dir, "model")
     if out_dir is not None:
         check_out_dir(Path(out_dir), [source.path, source.weights_dir, base_source.weights_dir])
     loaded = load_model(model_dir_or_model, base=base_dir, options=opts, merge_adapter=True)

@@ -7,6 +7,7 @@ template copied byte for byte. Input directories are never written to.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -18,21 +19,7 @@ from surgeon.errors import InputError
 from surgeon.loading import ModelSource
 from surgeon.progress import enabled as progress_enabled
 from surgeon.safetensors_io import tensor_index, weight_files
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer.model",
-    "spiece.model",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-)
-"""Files copied verbatim from the input's tokenizer directory."""
+from surgeon.tokens import TOKENIZER_FILES
 
 _ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
@@ -97,6 +84,25 @@ def copy_tokenizer_files(
     return copied
 
 
+def cast_state_dict(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with its floating tensors in ``dtype``, the model untouched.
+
+    Tensors that share storage in the model (tied embeddings) share it in the result too, so
+    ``save_pretrained`` still sees them as tied; tensors already in ``dtype`` are not copied.
+    """
+    cast: dict[tuple[int, torch.dtype, tuple[int, ...]], torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        if not tensor.is_floating_point() or tensor.dtype == dtype:
+            out[name] = tensor
+            continue
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if key not in cast:
+            cast[key] = tensor.detach().to(dtype)
+        out[name] = cast[key]
+    return out
+
+
 def save_like(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -106,18 +112,27 @@ def save_like(
 ) -> None:
     """Save ``model`` into ``out_dir`` in the dtype and sharding scheme of ``weights_dir``.
 
-    The model is cast to the stored dtype in place (the caller is done with it).
+    The model is left exactly as it was: its weights are cast for the file only (a cast copy
+    of the state dict when the dtype differs, :func:`cast_state_dict`) and ``save_pretrained``,
+    which rewrites the config's dtype and architectures, works on a copy of the config.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = stored_dtype(weights_dir)
-    if next(model.parameters()).dtype != dtype:
-        model.to(dtype)
+    state = cast_state_dict(model, dtype)
+    config = model.config
     bars = hf_logging.is_progress_bar_enabled()
     if not progress_enabled():
         hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(str(out_dir), max_shard_size=shard_size(weights_dir))
+        model.config = copy.deepcopy(config)
+        model.save_pretrained(
+            str(out_dir), state_dict=state, max_shard_size=shard_size(weights_dir)
+        )
+        written = model.config
     finally:
+        model.config = config
         if bars:
             hf_logging.enable_progress_bar()
+    written.dtype = dtype  # the model may compute in float32; the file holds ``dtype``
+    written.save_pretrained(str(out_dir))
     copy_tokenizer_files(tokenizer_dir, out_dir, tokenizer)
