@@ -196,20 +196,10 @@ def _until(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
-def test_batched_answer_cross_entropy_equals_one_by_one(
-    tiny_dir: Path, request: pytest.FixtureRequest
-) -> None:
+def test_batched_answer_cross_entropy_equals_one_by_one(tiny_dir: Path) -> None:
     from surgeon.repair.task_metric import answer_cross_entropy, own_answers
 
     loaded = load_model(tiny_dir)
-    if loaded.model.config.model_type == "gpt2":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="surgeon/repair/task_metric.py answer_cross_entropy must pass "
-                "position_ids=position_ids_for(att) (surgeon.tokens)",
-            )
-        )
     texts = _texts(loaded.tokenizer)
     answers = own_answers(loaded.model, loaded.tokenizer, texts, 6, len(texts))
     assert answers == own_answers(loaded.model, loaded.tokenizer, texts, 6, 1)

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from surgeon.errors import InputError
-from surgeon.generation import generate, model_device
-from surgeon.tokens import encode, prepare_tokenizer
+from surgeon.generation import generate, model_device, prompt_limit
+from surgeon.tokens import encode, pad_token_id, position_ids_for
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ def own_answers(
     batch_size: int,
 ) -> AnswerSet:
     """Greedy answers of ``model`` to formatted prompts, kept as token ids."""
-    prepare_tokenizer(tokenizer)
     device = model_device(model)
+    limit = prompt_limit(model, tokenizer, max_new_tokens)
     eos = tokenizer.eos_token_id
     prompts: list[tuple[int, ...]] = []
     answers: list[tuple[int, ...]] = []
@@ -50,12 +50,12 @@ def own_answers(
     model.eval()
     try:
         for i in range(0, len(texts), batch_size):
-            enc = encode(tokenizer, list(texts[i : i + batch_size]), device)
+            enc = encode(tokenizer, list(texts[i : i + batch_size]), device, max_length=limit)
             gen = model.generate(  # type: ignore[operator]
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=pad_token_id(tokenizer),
                 eos_token_id=eos,
             )
             width = enc["input_ids"].shape[1]
@@ -105,7 +105,7 @@ def answer_cross_entropy(
     With ``backward``, the gradient of the loss is accumulated into ``.grad`` (batch by batch).
     """
     device = model_device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(tokenizer)
     n_tokens = sum(len(a) for a in answers.answer_ids)
     n_answers = len(answers.answer_ids)
     if n_tokens == 0:
@@ -115,7 +115,12 @@ def answer_cross_entropy(
         rows = range(start, min(start + batch_size, n_answers))
         ids, att, target = _collate(answers, rows, pad, device)
         with torch.set_grad_enabled(backward):
-            logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
+            logits = model(
+                input_ids=ids,
+                attention_mask=att,
+                position_ids=position_ids_for(att),
+                use_cache=False,
+            ).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             loss = (1.0 - first_token_share) * (nll * target[:, 1:]).sum() / n_tokens
