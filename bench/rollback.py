@@ -98,7 +98,7 @@ def _baseline(
     from surgeon.loading import LoadOptions, load_model
     from surgeon.repair import RollbackConfig, eligible_parameters, restore, select_entries
     from surgeon.repair.lazy_base import LazyTensors
-    from surgeon.repair.rollback import decoder_entries
+    from surgeon.repair.rollback_work import decoder_entries
 
     loaded = load_model(model_ref, base=base_ref, options=LoadOptions(dtype="float32"))
     model = loaded.model

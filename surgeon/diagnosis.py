@@ -8,9 +8,7 @@ result's :meth:`DiagnoseResult.report` is the typed report.json (surgeon/report/
 from __future__ import annotations
 
 import gc
-import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from surgeon.judges import Judge, KeywordJudge, ModelJudge
 from surgeon.loading import LoadedModel, LoadOptions, check_compatible, load_model, resolve_source
 from surgeon.options import flag, nested, table
 from surgeon.prompts import Prompt, prompts_or_bundled
+from surgeon.repair.prompt_sets import sample_prompts
 from surgeon.report import schema
 from surgeon.verdict import Thresholds, decide
 
@@ -230,14 +229,6 @@ def _weights(w: WeightsResult) -> schema.Weights:
         changed_fraction=w.changed_fraction,
         most_changed_layers=list(w.most_changed_layers),
     )
-
-
-def sample_prompts(prompts: Sequence[Prompt], n: int, seed: int) -> list[Prompt]:
-    """At most ``n`` prompts, a seeded sample in the file's order."""
-    if len(prompts) <= n:
-        return list(prompts)
-    keep = sorted(random.Random(seed).sample(range(len(prompts)), n))
-    return [prompts[i] for i in keep]
 
 
 @dataclass(frozen=True)

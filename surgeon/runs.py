@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from surgeon.options import flat_values
 from surgeon.outdir import atomic_output_dir, check_output_target
 from surgeon.provenance import provenance, write_config_toml, write_provenance
 from surgeon.report import write_report_files
@@ -22,7 +23,6 @@ from surgeon.settings import default_out_dir, effective_settings
 if TYPE_CHECKING:
     from surgeon.diagnosis import DiagnoseConfig
     from surgeon.loading import LoadOptions
-    from surgeon.repair.rollback_run import RollbackRun
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -79,50 +79,24 @@ def run_diagnose(
     return RunOutput(report, out_dir, EXIT_FAIL if report.verdict == "fail" else EXIT_PASS)
 
 
-def _prompts(path: Path | None) -> list[Any] | None:
-    from surgeon.prompts import load_prompts
-
-    return load_prompts(path) if path is not None else None
-
-
 def run_repair(
     model: str,
     base: str | None,
-    run: RollbackRun,
+    config: Any,
     out: Path,
     overwrite: bool = False,
 ) -> RunOutput:
-    """``surgeon repair --method rollback``: write the repaired model directory and its report."""
-    from surgeon.errors import InputError
-    from surgeon.repair import rollback_repair
+    """``surgeon repair``: the method of ``config`` (a registered method's root config) writes
+    the repaired model into ``out`` atomically, with its report files."""
+    from surgeon.repair.registry import method
 
-    if base is None:
-        raise InputError("--method rollback needs --base BASE (the aligned model to restore from)")
     protected = _local_inputs(model, base)
     check_output_target(out, overwrite=overwrite, inputs=protected)
-    files = run.files
     with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
-        result = rollback_repair(
-            model,
-            base,
-            tmp,
-            run.rollback,
-            harmful=_prompts(files.harmful),
-            task=_prompts(files.task),
-            held_out_harmful=_prompts(files.harmful_heldout),
-            task_heldout=_prompts(files.task_heldout),
-            harmless=_prompts(files.harmless),
-            options=run.load,
-        )
-        report = result.report(out_dir=str(out))
-        inputs = {
-            "model": model,
-            "base": base,
-            "harmful": files.harmful,
-            "harmless": files.harmless,
-            "task": files.task,
-        }
-        write_run_files(tmp, report, run, inputs, run.rollback.seed)
+        report = method(config.method).run(model, base, config, tmp, out)
+        files = {k: v for k, v in flat_values(config).items() if isinstance(v, Path)}
+        inputs = {"model": model, "base": base, **files}
+        write_run_files(tmp, report, config, inputs, flat_values(config).get("seed", 0))
     return RunOutput(report, out, EXIT_FAIL if report.verdict == "fail" else EXIT_PASS)
 
 

@@ -19,9 +19,10 @@ from typing import Any
 from surgeon.config_file import read_config
 from surgeon.errors import InputError
 from surgeon.options import Option, base_type, build, coerce, flat_values, options_of
+from surgeon.repair.registry import METHODS, PLANNED, method
 
-REPAIR_METHODS = ("rollback", "sail")
-"""Every repair method the command line names (``sail`` is not built yet)."""
+REPAIR_METHODS = (*METHODS, *PLANNED)
+"""Every repair method the command line names."""
 
 
 def diagnose_config_class() -> type:
@@ -33,9 +34,7 @@ def diagnose_config_class() -> type:
 
 def repair_config_classes() -> dict[str, type]:
     """The root config of ``surgeon repair`` per implemented method."""
-    from surgeon.repair.rollback_run import RollbackRun
-
-    return {"rollback": RollbackRun}
+    return {name: method(name).Run for name in METHODS}
 
 
 def command_options(command: str) -> tuple[Option, ...]:

@@ -582,7 +582,7 @@ def test_difference_direction_runs_and_reports_its_cosine(
 def test_prune_share_puts_back_the_least_needed_entries_exactly() -> None:
     """Pruning cost of an entry: ``g * (F - A)``; the smallest go back to F bit for bit, and
     unprune restores the base value again."""
-    from surgeon.repair.rollback import _Slot, _Work
+    from surgeon.repair.rollback_work import Slot, Work
     from surgeon.repair.selection import PUT_BACK, RESTORED
 
     f_values = torch.arange(1.0, 11.0)
@@ -597,7 +597,7 @@ def test_prune_share_puts_back_the_least_needed_entries_exactly() -> None:
 
     param = torch.nn.Parameter(a_values.clone())
     state = torch.full((10,), RESTORED, dtype=torch.uint8)
-    work = _Work(torch.nn.Module(), [_Slot("w", param, state)], Base())  # type: ignore[arg-type]
+    work = Work(torch.nn.Module(), [Slot("w", param, state)], Base())  # type: ignore[arg-type]
     work.logs.append({"w": (torch.arange(10), f_values.clone())})
     param.grad = torch.tensor([0.5, -1.0, 2.0, 0.1, -0.3, 1.0, 3.0, 0.0, -2.0, 0.2])
     cost = param.grad * (f_values - a_values)
@@ -710,7 +710,7 @@ def test_first_token_share_weights_the_first_answer_token(
 
 def test_recovery_check_set_is_held_back_from_the_gradients() -> None:
     """The check set is a seeded, disjoint share of the recovery prompts; 0 keeps them all."""
-    from surgeon.repair.rollback import split_recovery
+    from surgeon.repair.prompt_sets import split_recovery
 
     prompts = _harmful()
     select, check = split_recovery(prompts, 0.25, seed=0)
@@ -727,7 +727,7 @@ def test_recovery_and_guard_prompts_are_a_seeded_sample_in_file_order() -> None:
     """More prompts than ``n_recovery``: a seeded sample spread over the file (not its head),
     kept in file order; fewer or ``None``: all of them."""
     from surgeon.prompts import Prompt
-    from surgeon.repair.rollback import sample_prompts
+    from surgeon.repair.prompt_sets import sample_prompts
 
     prompts = [Prompt(f"prompt {i}", "x") for i in range(1000)]
     got = sample_prompts(prompts, 100, seed=0)
@@ -783,7 +783,7 @@ def test_check_set_is_measured_only_on_target_and_gates_the_stop(
     from surgeon.chat import format_prompts
     from surgeon.judges import FirstTokenScorer
     from surgeon.loading import load_model
-    from surgeon.repair.rollback import split_recovery
+    from surgeon.repair.prompt_sets import split_recovery
 
     _, check = split_recovery(_harmful()[:4], 0.5, config.seed)
     repaired = load_model(tmp_path / "o")
@@ -805,7 +805,7 @@ def test_check_set_is_measured_only_on_target_and_gates_the_stop(
 def test_check_set_off_target_keeps_the_loop_going() -> None:
     """The gradient prompts on target but the held-back ones not: the target is not reached;
     both on target: it is."""
-    from surgeon.repair.rollback import _Loop
+    from surgeon.repair.rollback_loop import Loop
 
     class Scorer:
         def __init__(self, check_refused: float) -> None:
@@ -814,7 +814,7 @@ def test_check_set_off_target_keeps_the_loop_going() -> None:
         def refusal_rate(self, model: object, texts: list[str]) -> float:
             return self.rates[texts[0]]
 
-    loop = _Loop(
+    loop = Loop(
         work=SimpleNamespace(model=None),  # type: ignore[arg-type]
         tok=None,  # type: ignore[arg-type]
         layers=None,  # type: ignore[arg-type]

@@ -1,22 +1,32 @@
-"""Repairs of fine-tuned models. Rollback: restore a few entries from the aligned base."""
+"""Repairs of fine-tuned models, one module per method (see :mod:`surgeon.repair.registry`).
 
-from surgeon.repair.mask import MASK_NAME, RollbackMask, apply_mask, load_mask, save_mask
-from surgeon.repair.report import RollbackResult, StepRecord
-from surgeon.repair.rollback import eligible_parameters, rollback_repair
-from surgeon.repair.rollback_config import RollbackConfig
-from surgeon.repair.selection import restore, select_entries
+Rollback: restore a few entries from the aligned base. Names load lazily, so importing the
+registry (the command line does) does not import torch.
+"""
 
-__all__ = [
-    "MASK_NAME",
-    "RollbackConfig",
-    "RollbackMask",
-    "RollbackResult",
-    "StepRecord",
-    "apply_mask",
-    "eligible_parameters",
-    "load_mask",
-    "restore",
-    "rollback_repair",
-    "save_mask",
-    "select_entries",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MASK_NAME": "surgeon.repair.mask",
+    "RollbackMask": "surgeon.repair.mask",
+    "apply_mask": "surgeon.repair.mask",
+    "load_mask": "surgeon.repair.mask",
+    "save_mask": "surgeon.repair.mask",
+    "RollbackResult": "surgeon.repair.report",
+    "StepRecord": "surgeon.repair.report",
+    "eligible_parameters": "surgeon.repair.rollback_work",
+    "rollback_repair": "surgeon.repair.rollback",
+    "RollbackConfig": "surgeon.repair.rollback_config",
+    "restore": "surgeon.repair.selection",
+    "select_entries": "surgeon.repair.selection",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'surgeon.repair' has no attribute {name!r}")

@@ -209,3 +209,12 @@ class RollbackConfig:
         if self.rollback_fraction is not None:
             return self.rollback_fraction
         return PAPER_ROLLBACK_FRACTION if self.selection == "paper" else 0.0
+
+
+def generation_options(config: RollbackConfig) -> dict[str, int]:
+    """The keyword arguments of :func:`surgeon.repair.measure.harmful_rate` for this config."""
+    return {
+        "max_new_tokens": config.max_new_tokens,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
