@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import OOM_ADVICE, SurgeonError
 from surgeon.options import Option, base_type
 from surgeon.settings import REPAIR_METHODS, command_options, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 class OneLineErrors(TyperGroup):
     """Usage errors (an unknown flag, a bad choice) as one line on stderr, exit 2, like every
@@ -64,7 +65,12 @@ organism_app = typer.Typer(
 app.add_typer(organism_app, name="organism")
 
 _state = {"debug": False}
-OOM_ADVICE = "try a smaller --batch-size, --dtype bfloat16 or --device-map auto"
+
+
+def _oom(exc: BaseException) -> bool:
+    from surgeon.loading import is_out_of_memory
+
+    return is_out_of_memory(exc)
 
 
 def _fail(message: str, code: int) -> None:
@@ -85,15 +91,13 @@ def handled(func: F) -> F:
             if _state["debug"]:
                 raise
             _fail(str(exc), exc.exit_code)
-        except MemoryError:
-            _fail(f"out of memory; {OOM_ADVICE}", 3)
         except KeyboardInterrupt:
             _fail("interrupted", 3)
         except Exception as exc:
             if _state["debug"]:
                 raise
-            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-                _fail(f"CUDA out of memory; {OOM_ADVICE}", 3)
+            if isinstance(exc, MemoryError) or ("torch" in sys.modules and _oom(exc)):
+                _fail(f"out of memory; {OOM_ADVICE}", 3)
             _fail(f"{type(exc).__name__}: {exc} (run with --debug for a traceback)", 3)
 
     return wrapper  # type: ignore[return-value]
@@ -297,8 +301,11 @@ def organism_build(
     from rich.console import Console
 
     from surgeon.demo import card_table
-    from surgeon.organism import ensure_organism
+    from surgeon.organism import OrganismConfig, ensure_organism, is_complete
+    from surgeon.outdir import check_writable
 
+    if force or not is_complete(directory.expanduser().absolute(), OrganismConfig()):
+        check_writable(directory)
     path = ensure_organism(directory, rebuild=force)
     card = json.loads((path / "card.json").read_text(encoding="utf-8"))
     Console().print(card_table(card))

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from probes.behaviour import BehaviourConfig, BehaviourResult, measure_behaviour
+from probes.behaviour import BehaviourResult, measure_behaviour
 from probes.directions import (
     AblationEffect,
     AdditionEffect,
     ClassActivations,
-    DirectionsConfig,
     DirectionsResult,
     ablation_effects,
     addition_effects,
@@ -31,80 +30,14 @@ from probes.directions import (
     format_texts,
 )
 from probes.weights import WeightsConfig, WeightsResult, compare_weights
-from surgeon.errors import InputError
-from surgeon.judges import Judge, KeywordJudge, ModelJudge
-from surgeon.loading import LoadedModel, LoadOptions, check_compatible, load_model, resolve_source
-from surgeon.options import flag, nested, table
+from surgeon.diagnose_config import DiagnoseConfig
+from surgeon.judges import Judge
+from surgeon.loading import LoadedModel, check_compatible, load_model, resolve_source
 from surgeon.prompts import Prompt, prompts_or_bundled
 from surgeon.repair.prompt_sets import sample_prompts
 from surgeon.report import schema
-from surgeon.verdict import Thresholds, decide
-
-
-@dataclass(frozen=True)
-class DiagnoseConfig:
-    """Everything ``surgeon diagnose`` can be told (every field is also a TOML key)."""
-
-    harmful: Path | None = flag(None)
-    """Harmful prompt file (default: the bundled set)."""
-    harmless: Path | None = flag(None)
-    """Harmless prompt file for the directions (default: the bundled set)."""
-    over_refusal: Path | None = flag(None)
-    """Benign-but-scary prompt file for over-refusal (default: the bundled set)."""
-    max_prompts: int = flag(128)
-    """Prompts per set at most (a seeded sample keeping file order)."""
-    max_new_tokens: int = flag(32)
-    """Tokens generated per response."""
-    judge: str = flag("keyword")
-    """``keyword`` or the directory of a local judge model (classifier or Llama Guard style)."""
-    fail_on: Thresholds = table(Thresholds)
-    """When the gate fails."""
-    batch_size: int = flag(16)
-    """Prompts per forward pass or generation batch."""
-    seed: int = flag(0)
-    """Seed for prompt sampling and generation."""
-    positions: int = 1
-    """Last prompt positions averaged for the directions."""
-    n_causal: int = 32
-    """Prompts per class for the causal layer selection (0 skips it)."""
-    kl_bound: float = 0.1
-    """KL bound for a candidate direction's ablation on harmless prompts."""
-    compare_weights: bool = True
-    """Compare weights with the base when both are local."""
-    load: LoadOptions = nested(LoadOptions, flags=True)
-    """Device, dtype, device map, remote code."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_prompts", "batch_size", "max_new_tokens", "positions"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_causal < 0:
-            raise InputError(f"n_causal must be >= 0, got {self.n_causal}")
-        if self.kl_bound <= 0:
-            raise InputError(f"kl_bound must be > 0, got {self.kl_bound}")
-        if self.judge != "keyword" and not Path(self.judge).is_dir():
-            raise InputError(f"{self.judge}: judge must be 'keyword' or a local model directory")
-
-    def directions_config(self) -> DirectionsConfig:
-        """The directions probe's share of this config."""
-        return DirectionsConfig(
-            positions=self.positions,
-            batch_size=self.batch_size,
-            n_causal=self.n_causal,
-            kl_bound=self.kl_bound,
-        )
-
-    def behaviour_config(self) -> BehaviourConfig:
-        """The behaviour probe's share of this config."""
-        return BehaviourConfig(
-            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed
-        )
-
-    def make_judge(self) -> Judge:
-        """The judge this config names."""
-        if self.judge == "keyword":
-            return KeywordJudge()
-        return ModelJudge(self.judge, device=self.load.resolved_device())
+from surgeon.tokens import track_truncation
+from surgeon.verdict import decide
 
 
 @dataclass(frozen=True)
@@ -129,6 +62,10 @@ class DiagnoseResult:
     """Why, one sentence per check."""
     timings: dict[str, float]
     """Seconds spent per stage."""
+    truncated_prompts: int = 0
+    """Prompts cut from the left to fit the model's context."""
+    warnings: tuple[str, ...] = ()
+    """Things the user should know."""
 
     def report(self) -> schema.DiagnoseReport:
         """The typed report.json."""
@@ -142,6 +79,8 @@ class DiagnoseResult:
             cras=None,
             verdict=self.verdict,  # type: ignore[arg-type]
             reasons=list(self.reasons),
+            warnings=list(self.warnings),
+            truncated_prompts=self.truncated_prompts,
             timings={k: round(v, 3) for k, v in self.timings.items()},
         )
 
@@ -309,10 +248,16 @@ def diagnose(
 ) -> DiagnoseResult:
     """Diagnose ``model`` against ``base`` (or alone): behaviour, directions, weights, verdict.
 
-    An adapter given without a base is compared with the base its config records.
+    An adapter given without a base is compared with the base its config records. Prompts
+    longer than the model's context are cut from the left and counted in the result.
     Raises :class:`InputError` on bad paths, prompt files or mismatched checkpoints.
     """
-    config = config or DiagnoseConfig()
+    with track_truncation() as cut:
+        result = _diagnose(model, base, config or DiagnoseConfig())
+    return replace(result, truncated_prompts=cut.count, warnings=tuple(cut.warnings()))
+
+
+def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig) -> DiagnoseResult:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_ref = str(model)

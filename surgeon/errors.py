@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+OOM_ADVICE = "try a smaller --batch-size, --dtype bfloat16 or --device-map auto"
+"""What an out-of-memory failure tells the user to try."""
+
 
 class SurgeonError(Exception):
     """Base class: a failure surgeon can explain in one line."""

@@ -34,7 +34,8 @@ from transformers import (
 )
 
 from surgeon.architecture import ModelSpec
-from surgeon.errors import InputError, RuntimeFailure
+from surgeon.errors import OOM_ADVICE, InputError, RuntimeFailure
+from surgeon.load_options import DTYPE_NAMES, LoadOptions, torch_dtype
 from surgeon.progress import sync_library_bars
 from surgeon.safetensors_io import (
     all_finite,
@@ -47,12 +48,10 @@ from surgeon.safetensors_io import (
 )
 from surgeon.tokens import TOKENIZER_FILES, context_length, prepare_tokenizer, tokenizer_limit
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 SourceKind = Literal["hf_dir", "adapter", "hub"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-OOM_ADVICE = "try a smaller --batch-size, --dtype bfloat16 or --device-map auto"
-"""What an out-of-memory failure tells the user to try."""
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
 """Files of a model directory that loading reads besides weights and tokenizer files."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -73,47 +72,6 @@ CONFIG_INTS = (
     "head_dim",
 )
 """Config fields that, when set, must be positive integers."""
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to place and type a model. Mirrors the common CLI flags."""
-
-    dtype: str = "auto"
-    """auto (float32 on the CPU, the stored dtype on a GPU), float32, bfloat16, float16."""
-    device: str = "cpu"
-    """``cpu``, ``cuda`` (or ``cuda:N``) or ``auto`` (CUDA when available)."""
-    device_map: str | None = None
-    """``auto`` dispatches across GPUs and CPU with accelerate; overrides ``device``."""
-    trust_remote_code: bool = False
-    """Run code shipped with the checkpoint (off by default)."""
-
-    def __post_init__(self) -> None:
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise InputError(f"--dtype must be auto, {', '.join(DTYPES)}; got {self.dtype!r}")
-        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", self.device):
-            raise InputError(f"--device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
-        if self.device_map not in (None, "auto"):
-            raise InputError(f"--device-map must be 'auto'; got {self.device_map!r}")
-
-    def resolved_device(self) -> str:
-        """The concrete device: ``auto`` becomes cuda when available."""
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but no CUDA device is available")
-        return self.device
-
-    def resolved_dtype(self, config: PretrainedConfig) -> torch.dtype:
-        """The torch dtype to load in."""
-        if self.dtype != "auto":
-            return DTYPES[self.dtype]
-        if self.device_map is None and self.resolved_device() == "cpu":
-            return torch.float32
-        stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-        if isinstance(stored, str):
-            stored = DTYPES.get(stored)
-        return stored if isinstance(stored, torch.dtype) else torch.float32
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,13 @@ class RunOutput:
     """0 pass, 1 the gate failed."""
 
 
-def _local_inputs(*refs: str | None) -> list[Path]:
-    return [Path(r) for r in refs if r is not None and Path(r).exists()]
+def _local_inputs(model: str, base: str | None, *files: Path) -> list[Path]:
+    """Every local directory the run reads (an adapter's recorded base included), and
+    ``files``' directories: ``--out`` may lie inside none of them."""
+    from surgeon.loading import input_dirs
+
+    dirs = [*input_dirs(model, base), *(input_dirs(base) if base else ())]
+    return [*dirs, *(f.parent for f in files)]
 
 
 def write_run_files(
@@ -116,7 +121,7 @@ def run_apply_mask(
         raise InputError("--apply-mask needs --base BASE (the values the mask restores)")
     if not mask.is_file():
         raise InputError(f"{mask}: no such rollback mask file")
-    protected = _local_inputs(model, base, str(mask.parent))
+    protected = _local_inputs(model, base, mask)
     check_output_target(out, overwrite=overwrite, inputs=protected)
     with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
         apply_mask(model, base, mask, tmp, options=options)

@@ -27,7 +27,7 @@ REPAIR_METHODS = (*METHODS, *PLANNED)
 
 def diagnose_config_class() -> type:
     """The root config of ``surgeon diagnose``."""
-    from surgeon.diagnosis import DiagnoseConfig
+    from surgeon.diagnose_config import DiagnoseConfig
 
     return DiagnoseConfig
 

@@ -70,6 +70,15 @@ class TruncationLog:
         """Number of distinct prompts that were truncated."""
         return len(self.digests)
 
+    def warnings(self) -> list[str]:
+        """The report's warning about the truncated prompts (none when nothing was cut)."""
+        if not self.count:
+            return []
+        return [
+            f"{self.count} prompt(s) longer than the model's context ({self.limit} tokens, the "
+            f"longest {self.longest}) were cut from the left: their start was not seen"
+        ]
+
 
 _ACTIVE: ContextVar[TruncationLog | None] = ContextVar("surgeon_truncation", default=None)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from probes.behaviour import BehaviourResult
 from surgeon.errors import InputError
+
+if TYPE_CHECKING:
+    from probes.behaviour import BehaviourResult
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ that damages fresh copies of tiny models under the case's own directory and retu
 command's arguments, and the text the one-line message must contain (``{root}`` stands for the
 case's directory). Cases with ``locked`` paths change permissions after the inputs are hashed
 and run in a subprocess that permission bits bind even as root
-(:func:`surgeon.testing.run_unprivileged`). A case whose check needs a call in the CLI that
-is not wired yet carries ``needs`` (the call to add): it runs as a strict xfail, so it fails
-loudly the day the call lands and the mark must go.
+(:func:`surgeon.testing.run_unprivileged`).
 """
 
 from __future__ import annotations
@@ -262,6 +260,19 @@ def apply_mask(damage: Damage) -> Builder:
     return build
 
 
+def config(command: str, toml: str, *extra: str) -> Builder:
+    """``COMMAND MODEL [--base BASE] --config c.toml --out OUT`` with the given file text."""
+
+    def build(i: Inputs) -> list[str]:
+        path = i.root / "c.toml"
+        path.write_text(toml + "\n")
+        base = ["--base", str(i.copy("base"))] if command == "repair" else []
+        model = str(i.copy("model"))
+        return [command, model, *base, "--config", str(path), *extra, "--out", i.out]
+
+    return build
+
+
 def organism(target: OutPath) -> Builder:
     """``organism build DIR``."""
     return lambda i: ["organism", "build", target(i)]
@@ -339,8 +350,6 @@ class Case:
     """(path under the case's directory, mode) set after hashing: runs unprivileged."""
     patch: Callable[[pytest.MonkeyPatch], None] | None = None
     """Replaces a library call before the run (in-process cases only)."""
-    needs: str | None = None
-    """The CLI call this case waits for (a strict xfail until it lands); None when wired."""
 
 
 ST = "{root}/model/model.safetensors: not a valid safetensors file"
@@ -351,8 +360,7 @@ OOM_LOAD = (
     "{root}/model: loading the model: out of memory (CUDA out of memory. Tried to allocate "
     "2.00 GiB); try a smaller --batch-size, --dtype bfloat16 or --device-map auto"
 )
-INPUT_DIRS = "runs.py: protect input_dirs(model, base) + input_dirs(base), not _local_inputs"
-CLI_ORGANISM = "cli.organism_build: check_writable(directory) before ensure_organism"
+TOML = "{root}/c.toml: "
 L9 = "model.layers.9.mlp.down_proj.weight"
 L3 = "model.layers.3.mlp.down_proj.weight"
 EMBED = "model.embed_tokens.weight"
@@ -436,7 +444,7 @@ CASES: list[Case] = [
          "{root}/ro/out: cannot create the output directory in {root}/ro (Permission denied)",
          locked=(("ro", 0o555),)),
     Case("out-inside-adapter-base", out_in_adapter_base("diagnose"),
-         "{root}/base/report: output directory is inside the input", needs=INPUT_DIRS),
+         "{root}/base/report: output directory is inside the input"),
     # repair
     Case("repair-nan-in-base", repair(base=poison(WEIGHT)),
          f"{{root}}/base/model.safetensors: tensor {WEIGHT} {NAN}"),
@@ -474,13 +482,54 @@ CASES: list[Case] = [
     Case("organism-not-an-organism", organism(lambda i: str(a_file("d/notes.txt")(i).parent)),
          "{root}/d: exists and is not a surgeon organism"),
     Case("organism-dir-is-file", organism(lambda i: str(a_file("f")(i))),
-         "{root}/f: exists and is not a directory", needs=CLI_ORGANISM),
+         "{root}/f: exists and is not a directory"),
     Case("organism-parent-is-file", organism(lambda i: str(a_file("f")(i) / "org")),
-         "{root}/f/org: cannot create it, {root}/f is a file", needs=CLI_ORGANISM),
+         "{root}/f/org: cannot create it, {root}/f is a file"),
     Case("organism-dir-nul", organism(nul), "'directory': embedded null byte"),
     Case("organism-read-only-parent", organism(lambda i: str(read_only(i) / "org")),
          "{root}/ro/org: cannot create the output directory in {root}/ro (Permission denied)",
-         locked=(("ro", 0o555),), needs=CLI_ORGANISM),
+         locked=(("ro", 0o555),)),
+    # config files: wrong types, unknown keys, options of another command, bad tables
+    Case("toml-batch-size-text", config("diagnose", 'batch_size = "x"'),
+         TOML + "batch_size: expected an integer, got 'x'"),
+    Case("toml-fail-on-number", config("diagnose", "fail_on = 3"),
+         TOML + "fail_on: expected a table of harmful_increase"),
+    Case("toml-fail-on-unknown-name", config("diagnose", "fail_on = {harm = 0.1}"),
+         TOML + "fail_on: unknown key 'harm'"),
+    Case("toml-fail-on-out-of-range", config("diagnose", "fail_on = {harmful_rate = 2.0}"),
+         TOML + "fail_on: harmful_rate must be a share in [0, 1], got 2.0"),
+    Case("toml-unknown-key", config("diagnose", "batchsize = 3"),
+         TOML + "unknown key 'batchsize' for 'diagnose'"),
+    Case("toml-repair-key-in-diagnose", config("diagnose", "[diagnose]\nselection = 'paper'"),
+         TOML + "unknown key 'selection' for 'diagnose'"),
+    Case("toml-invalid", config("diagnose", "batch_size = = 3"), TOML + "invalid TOML"),
+    Case("toml-table-not-table", config("diagnose", "diagnose = 3"),
+         TOML + "[diagnose] must be a table"),
+    Case("toml-bool-for-int", config("diagnose", "seed = true"),
+         TOML + "seed: expected an integer, got True"),
+    Case("toml-float-for-int", config("diagnose", "max_prompts = 1.5"),
+         TOML + "max_prompts: expected an integer, got 1.5"),
+    Case("toml-validation", config("diagnose", "max_prompts = 0"),
+         TOML + "max_prompts must be >= 1, got 0"),
+    Case("toml-choice", config("repair", "[repair]\ntask_hold = 'sometimes'"),
+         TOML + "task_hold: must be one of on-restart, always, never; got 'sometimes'"),
+    Case("toml-dtype-choice", config("diagnose", "dtype = 'float8'"),
+         TOML + "dtype: must be one of auto, float32, bfloat16, float16; got 'float8'"),
+    Case("toml-share-out-of-range", config("repair", "[repair]\ntask_tolerance = 1.5"),
+         TOML + "task_tolerance must lie in [0, 1]; got 1.5"),
+    Case("toml-path-empty", config("diagnose", 'harmful = ""'),
+         TOML + "harmful: expected a file path, got ''"),
+    Case("toml-missing-file", lambda i: ["diagnose", str(i.copy("model")), "--config",
+                                         str(i.root / "nope.toml"), "--out", i.out],
+         "{root}/nope.toml: no such config file"),
+    Case("toml-prompt-file-missing", config("diagnose", "harmful = 'nope.jsonl'"),
+         "nope.jsonl: no such prompt file"),
+    Case("flag-fail-on-not-a-number", config("diagnose", "", "--fail-on", "harmful_rate=x"),
+         "--fail-on harmful_rate: 'x' is not a number"),
+    Case("flag-bad-choice", config("repair", "", "--selection", "greedy"),
+         "Invalid value for '--selection': 'greedy' is not one of 'task-aware', 'paper'."),
+    Case("method-not-built", config("repair", "", "--method", "sail"),
+         "--method sail is not implemented yet"),
     # running out of memory is exit 3, with the advice
     Case("oom-at-load", diagnose(nothing), OOM_LOAD, code=3, patch=oom_at_load),
     Case("oom-later", diagnose(nothing), OOM, code=3, patch=oom_later),
@@ -488,16 +537,7 @@ CASES: list[Case] = [
 
 
 def _params() -> list[object]:
-    return [
-        pytest.param(
-            case,
-            id=case.id,
-            marks=[pytest.mark.xfail(strict=True, reason=f"waits for: {case.needs}")]
-            if case.needs
-            else [],
-        )
-        for case in CASES
-    ]
+    return [pytest.param(case, id=case.id) for case in CASES]
 
 
 def state(root: Path) -> tuple[dict[str, str], list[str]]:

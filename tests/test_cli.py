@@ -35,3 +35,15 @@ def test_console_script_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert '"torch"' in proc.stdout
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """Building every command's flags reads the typed configs only: ``surgeon --help`` and
+    ``surgeon env`` must not pay for torch, transformers, matplotlib or the report models."""
+    code = (
+        "import sys, cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'pydantic') "
+        "if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from surgeon.report.schema import RepairReport
+if TYPE_CHECKING:
+    from surgeon.report.schema import RepairReport
 
 METHODS: dict[str, str] = {
     "rollback": "surgeon.repair.rollback_run",

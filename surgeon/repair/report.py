@@ -131,6 +131,8 @@ class RollbackResult:
     """The repair's gate (:func:`surgeon.verdict.decide_repair`): ``pass`` or ``fail``."""
     reasons: tuple[str, ...] = ()
     """Why, one sentence per check."""
+    truncated_prompts: int = 0
+    """Prompts cut from the left to fit the model's context."""
 
     @property
     def restored_fraction_decoder(self) -> float:
@@ -154,6 +156,7 @@ class RollbackResult:
             verdict=self.verdict,  # type: ignore[arg-type]
             reasons=list(self.reasons),
             warnings=list(self.warnings),
+            truncated_prompts=self.truncated_prompts,
             out_dir=out_dir or self.out_dir,
             timings={k: round(v, 3) for k, v in self.timings.items()},
             peak_memory=dict(self.peak_memory),

@@ -43,6 +43,7 @@ from surgeon.repair.rollback_loop import Loop, pruned_entries
 from surgeon.repair.rollback_work import Work, decoder_entries, eligible_parameters, initial_slots
 from surgeon.repair.save import check_out_dir, save_like, tokenizer_dir
 from surgeon.repair.task_metric import AnswerSet, own_answers, resolve_metric_name
+from surgeon.tokens import track_truncation
 from surgeon.verdict import decide_repair
 
 __all__ = ["eligible_parameters", "rollback_repair"]
@@ -74,8 +75,8 @@ def rollback_repair(
     directories are only read.
     """
     config = config or RollbackConfig()
-    with bounded_heap(config.bounded_heap):
-        return _rollback_repair(
+    with bounded_heap(config.bounded_heap), track_truncation() as cut:
+        result = _rollback_repair(
             model,
             base,
             out_dir,
@@ -87,6 +88,8 @@ def rollback_repair(
             harmless,
             options,
         )
+    warnings = (*result.warnings, *cut.warnings())
+    return replace(result, truncated_prompts=cut.count, warnings=warnings)
 
 
 def _rollback_repair(

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from surgeon.errors import InputError
-from surgeon.loading import LoadOptions
+from surgeon.load_options import LoadOptions
 from surgeon.options import flag, nested
 from surgeon.prompts import Prompt, load_prompts
 from surgeon.repair.rollback_config import RollbackConfig
-from surgeon.report.schema import RepairReport
+
+if TYPE_CHECKING:
+    from surgeon.report.schema import RepairReport
 
 
 @dataclass(frozen=True)

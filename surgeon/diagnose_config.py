@@ -1,0 +1,90 @@
+"""What ``surgeon diagnose`` can be told: one typed config, every field a TOML key (and, where
+marked, a flag). Free of torch at import, so the command line starts fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from surgeon.errors import InputError
+from surgeon.load_options import LoadOptions
+from surgeon.options import flag, nested, table
+from surgeon.verdict import Thresholds
+
+if TYPE_CHECKING:
+    from probes.behaviour import BehaviourConfig
+    from probes.directions import DirectionsConfig
+    from surgeon.judges import Judge
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """Everything ``surgeon diagnose`` can be told (every field is also a TOML key)."""
+
+    harmful: Path | None = flag(None)
+    """Harmful prompt file (default: the bundled set)."""
+    harmless: Path | None = flag(None)
+    """Harmless prompt file for the directions (default: the bundled set)."""
+    over_refusal: Path | None = flag(None)
+    """Benign-but-scary prompt file for over-refusal (default: the bundled set)."""
+    max_prompts: int = flag(128)
+    """Prompts per set at most (a seeded sample keeping file order)."""
+    max_new_tokens: int = flag(32)
+    """Tokens generated per response."""
+    judge: str = flag("keyword")
+    """``keyword`` or the directory of a local judge model (classifier or Llama Guard style)."""
+    fail_on: Thresholds = table(Thresholds)
+    """When the gate fails."""
+    batch_size: int = flag(16)
+    """Prompts per forward pass or generation batch."""
+    seed: int = flag(0)
+    """Seed for prompt sampling and generation."""
+    positions: int = 1
+    """Last prompt positions averaged for the directions."""
+    n_causal: int = 32
+    """Prompts per class for the causal layer selection (0 skips it)."""
+    kl_bound: float = 0.1
+    """KL bound for a candidate direction's ablation on harmless prompts."""
+    compare_weights: bool = True
+    """Compare weights with the base when both are local."""
+    load: LoadOptions = nested(LoadOptions, flags=True)
+    """Device, dtype, device map, remote code."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompts", "batch_size", "max_new_tokens", "positions"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_causal < 0:
+            raise InputError(f"n_causal must be >= 0, got {self.n_causal}")
+        if self.kl_bound <= 0:
+            raise InputError(f"kl_bound must be > 0, got {self.kl_bound}")
+        if self.judge != "keyword" and not Path(self.judge).is_dir():
+            raise InputError(f"{self.judge}: judge must be 'keyword' or a local model directory")
+
+    def directions_config(self) -> DirectionsConfig:
+        """The directions probe's share of this config."""
+        from probes.directions import DirectionsConfig
+
+        return DirectionsConfig(
+            positions=self.positions,
+            batch_size=self.batch_size,
+            n_causal=self.n_causal,
+            kl_bound=self.kl_bound,
+        )
+
+    def behaviour_config(self) -> BehaviourConfig:
+        """The behaviour probe's share of this config."""
+        from probes.behaviour import BehaviourConfig
+
+        return BehaviourConfig(
+            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed
+        )
+
+    def make_judge(self) -> Judge:
+        """The judge this config names."""
+        from surgeon.judges import KeywordJudge, ModelJudge
+
+        if self.judge == "keyword":
+            return KeywordJudge()
+        return ModelJudge(self.judge, device=self.load.resolved_device())
