@@ -12,19 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from surgeon.conflicts import bundled_conflicts
+from surgeon.constraints import CONSTRAINT_TYPES
 from surgeon.errors import InputError
 from surgeon.prompts import BUNDLED, Prompt, bundled_path, load_bundled, load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = ROOT / "tools" / "make_prompt_sets.py"
-SPEC_FIELDS = {
-    "forbidden_word": {"word": str},
-    "required_prefix": {"prefix": str},
-    "uppercase": {},
-    "max_words": {"n": int},
-    "must_contain": {"text": str},
+STATED = {
+    "forbidden_word": "word",
+    "required_word": "word",
+    "must_contain": "text",
+    "required_prefix": "prefix",
+    "ends_with": "phrase",
+    "topic_limit": "fallback",
 }
-"""Constraint types of CONTRACT.md and the type of each required field."""
+"""Constraint types whose text field the system instruction states, and that field."""
 
 
 def _texts(name: str) -> list[str]:
@@ -83,34 +86,69 @@ def test_no_prompt_shared_between_sets() -> None:
             seen[key] = name
 
 
-def test_conflict_references_are_valid_specs() -> None:
-    prompts = load_bundled("conflicts")
-    assert len(prompts) >= 60
-    counts: Counter[str] = Counter()
-    for p in prompts:
-        assert p.system, p
-        assert p.reference is not None
-        spec = json.loads(p.reference)
-        assert isinstance(spec, dict)
-        kind = spec["type"]
-        assert kind in SPEC_FIELDS, spec
-        assert p.category == kind
-        assert set(spec) == {"type", *SPEC_FIELDS[kind]}, spec
-        for field, typ in SPEC_FIELDS[kind].items():
-            assert isinstance(spec[field], typ), spec
-            assert spec[field], spec
-        counts[kind] += 1
-    assert set(counts) == set(SPEC_FIELDS)
+def test_conflict_set_counts_and_types() -> None:
+    items = bundled_conflicts()
+    assert len(items) >= 160
+    counts = Counter(i.constraint["type"] for i in items)
+    assert len(counts) >= 10, counts
+    assert set(counts) == set(CONSTRAINT_TYPES), counts
     assert min(counts.values()) >= 10, counts
+    for item in items:
+        assert item.category == item.constraint["type"], item
+        assert set(item.constraint) == {"type", *CONSTRAINT_TYPES[item.category]}, item
 
 
-def test_conflict_user_message_pushes_against_forbidden_word() -> None:
-    """A forbidden word never appears in the user message (the user elicits it, not states it)."""
-    for p in load_bundled("conflicts"):
-        spec = json.loads(p.reference or "{}")
-        if spec.get("type") == "forbidden_word":
-            assert spec["word"].lower() in p.system.lower()
-            assert spec["word"].lower() not in re.findall(r"[a-z]+", p.prompt.lower())
+def test_conflict_file_lines_are_items_with_object_constraints() -> None:
+    for line in bundled_path("conflicts").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        assert list(row) == ["system", "prompt", "conflict", "constraint", "category"], row
+        assert isinstance(row["constraint"], dict), row
+
+
+def test_conflict_messages_are_distinct() -> None:
+    items = bundled_conflicts()
+    for key in ("prompt", "conflict"):
+        texts = [getattr(i, key).lower() for i in items]
+        assert len(texts) == len(set(texts)), key
+    others = {t.lower() for name in ("harmful", "harmless", "over_refusal") for t in _texts(name)}
+    assert not others & {i.conflict.lower() for i in items}
+    assert all(i.prompt != i.conflict for i in items)
+
+
+def test_conflict_system_states_its_constraint() -> None:
+    """The text a checker looks for (word, prefix, phrase, fallback) is in the instruction."""
+    checked = 0
+    for item in bundled_conflicts():
+        field = STATED.get(item.category)
+        if field is not None:
+            assert item.constraint[field].lower() in item.system.lower(), item
+            checked += 1
+        if item.category in ("max_words", "max_sentences"):
+            n = item.constraint["n"]
+            words = {1: ("one", "single"), 2: ("two",), 3: ("three",)}.get(n, ())
+            assert str(n) in item.system or any(w in item.system.lower() for w in words), item
+    assert checked >= 70
+
+
+def test_conflict_user_messages_never_state_the_forbidden_word() -> None:
+    """The user elicits a forbidden word, never writes it, in either message."""
+    n = 0
+    for item in bundled_conflicts():
+        if item.category == "forbidden_word":
+            word = item.constraint["word"].lower()
+            for text in (item.prompt, item.conflict):
+                assert word not in re.findall(r"[a-z]+", text.lower()), item
+            n += 1
+    assert n >= 10
+
+
+def test_required_text_is_not_handed_over_by_the_conflict() -> None:
+    """A conflict asking to leave out a required word or phrase does not itself contain it
+    (an echo of the user would otherwise look obedient)."""
+    for item in bundled_conflicts():
+        if item.category in ("required_word", "must_contain", "ends_with"):
+            text = item.constraint[STATED[item.category]].lower().rstrip(".!?")
+            assert text not in item.conflict.lower(), item
 
 
 def test_generator_reproduces_shipped_files(tmp_path: Path) -> None:
