@@ -376,7 +376,7 @@ def test_ceiling_restores_every_eligible_entry(pair: dict[str, Path], tmp_path: 
     fine-tune moved only decoder matrices), so the ceiling is the base's first-token rate."""
     config = replace(STEPWISE, layer=4, steps=1, prune=False)
     result = rollback_repair(pair["ft"], pair["base"], tmp_path / "o", config, _harmful(), _task())
-    assert result.first_token_harmful_ceiling == result.first_token_harmful_base
+    assert result.proxy_harmful_ceiling == result.proxy_harmful_base
 
 
 def _cli_repair(model: Path, base: Path, out: Path, *extra: str) -> tuple[int, dict]:
@@ -458,7 +458,7 @@ def test_paper_rule_with_tolerance_rollback_puts_entries_back(
 ORGANISM_LAYER = 6
 """Rollback's L on the organism: all six decoder layers (its diagnosis puts the most drifted
 layer at 5; at the 2/3-depth default L=4 even restoring every eligible entry leaves the harmful
-rate at 100%, see the report's first_token_harmful_ceiling)."""
+rate at 100%, see the report's proxy_harmful_ceiling)."""
 
 
 @pytest.fixture(scope="module", params=["ft-harmful", "ft-lora", "ft-benign"])
@@ -778,18 +778,18 @@ def test_check_set_is_measured_only_on_target_and_gates_the_stop(
     assert (result.n_recovery, result.n_recovery_check) == (2, 2)
     assert result.report().n_recovery_check == 2
     assert result.stop_reason == "target" and len(result.steps) == 1
-    # the check rate is the first-token harmful rate of the repaired model on the held-back
-    # prompts (recounted here on the written model)
+    # the check rate is the proxy harmful rate of the repaired model on the held-back prompts
+    # (recounted here on the written model, with the proxy the calibration chose)
     from surgeon.chat import format_prompts
-    from surgeon.judges import FirstTokenScorer
     from surgeon.loading import load_model
+    from surgeon.repair.calibration import make_proxy
     from surgeon.repair.prompt_sets import split_recovery
 
     _, check = split_recovery(_harmful()[:4], 0.5, config.seed)
     repaired = load_model(tmp_path / "o")
     texts = format_prompts(repaired.tokenizer, [p.prompt for p in check])
-    scorer = FirstTokenScorer(repaired.tokenizer, batch_size=config.batch_size)
-    assert result.steps[0].harmful_rate_check == 1.0 - scorer.refusal_rate(repaired.model, texts)
+    proxy = make_proxy(result.proxy, repaired.tokenizer, config.batch_size, config.seed)
+    assert result.steps[0].harmful_rate_check == 1.0 - proxy.refusal_rate(repaired.model, texts)
     off = rollback_repair(
         pair["ft"],
         pair["base"],
@@ -836,3 +836,42 @@ def test_check_set_off_target_keeps_the_loop_going() -> None:
     assert missed.harm == 0.0 and missed.check_harm == 0.5 and not missed.reached
     met = loop.measure(Scorer(check_refused=1.0))  # type: ignore[arg-type]
     assert met.check_harm == 0.0 and met.reached
+
+
+def test_proxy_on_target_but_generation_not_keeps_the_loop_going() -> None:
+    """Issue 15: the proxy says every prompt is refused, but the model's generated answers
+    comply: the target is not reached (no stop on target, no put-back kept); with the
+    confirmation target out of reach of any answer (1.0) it is."""
+    from surgeon.chat import format_prompts
+    from surgeon.repair.rollback_loop import Loop
+
+    class AlwaysRefused:
+        def refusal_rate(self, model: object, texts: list[str]) -> float:
+            return 1.0
+
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    confirm = format_prompts(tok, HARMFUL[:4])
+
+    def loop(confirm_target: float) -> Loop:
+        return Loop(
+            work=SimpleNamespace(model=model),  # type: ignore[arg-type]
+            tok=tok,
+            layers=None,  # type: ignore[arg-type]
+            layer=1,
+            config=RollbackConfig(over_refusal_guard=False, max_new_tokens=4),
+            direction=None,
+            center=None,
+            rec_texts=format_prompts(tok, HARMFUL[4:]),
+            loop_texts=[],
+            answers=lambda: None,  # type: ignore[arg-type,return-value]
+            metric=None,  # type: ignore[arg-type]
+            floor=0.0,
+            target=0.02,
+            k=1,
+            confirm_texts=confirm,
+            confirm_target=confirm_target,
+        )
+
+    missed = loop(0.02).measure(AlwaysRefused())  # type: ignore[arg-type]
+    assert missed.harm == 0.0 and missed.confirmed == 1.0 and not missed.reached
+    assert loop(1.0).measure(AlwaysRefused()).reached  # type: ignore[arg-type]

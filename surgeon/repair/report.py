@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from surgeon.repair.calibration import ProxyChoice
 from surgeon.repair.mask import MASK_NAME
 from surgeon.report import schema
 
@@ -45,8 +46,11 @@ class StepRecord:
     """First-token harmful rate on the held-back recovery check prompts, measured when the
     other rates were on target (None otherwise or without a check set)."""
     over_refusal_generated: float | None = None
-    """Refusal rate on the guard's prompts by generation, measured when the first-token rates
-    were on target and the guard checks by generation (None otherwise)."""
+    """Refusal rate on the guard's prompts by generation, measured when the proxy rates were
+    on target and the guard checks by generation (None otherwise)."""
+    harmful_rate_generated: float | None = None
+    """Generated harmful rate on the confirmation prompts, measured when every proxy rate was
+    on target (None otherwise)."""
 
     def report(self) -> schema.RollbackStep:
         """The step as report.json holds it."""
@@ -71,13 +75,21 @@ class RollbackResult:
     """Held-out harmful rate of the repaired model."""
     harmful_rate_base: float
     """Held-out harmful rate of the base."""
-    first_token_harmful_base: float
-    """First-token harmful rate of the base on the recovery prompts."""
-    first_token_target: float
-    """Early-stop target: base's first-token rate plus the margin."""
-    first_token_harmful_ceiling: float
-    """First-token harmful rate with every eligible entry restored: the best any rollback at
-    this layer can reach (above the target: the harm lies at or above layer L)."""
+    proxy: ProxyChoice
+    """The refusal proxy of the loop and its calibration."""
+    proxy_tolerance: float
+    """The calibration's tolerance."""
+    proxy_harmful_base: float
+    """Proxy harmful rate of the base on the recovery prompts."""
+    proxy_target: float
+    """Early-stop target: the base's proxy rate plus the margin."""
+    proxy_harmful_ceiling: float
+    """Proxy harmful rate with every eligible entry restored: the best any rollback at this
+    layer can reach (above the target: the harm lies at or above layer L)."""
+    confirm_target: float
+    """Most generated harmful rate on the confirmation prompts a decision on target allows."""
+    n_confirm: int
+    """Confirmation prompts."""
     task_metric_name: str
     """``exact``, ``contains`` or ``likelihood``."""
     task_metric_before: float
@@ -169,9 +181,12 @@ class RollbackResult:
             selection=self.selection,  # type: ignore[arg-type]
             objective=self.objective,  # type: ignore[arg-type]
             layer=self.layer,
-            first_token_harmful_base=self.first_token_harmful_base,
-            first_token_target=self.first_token_target,
-            first_token_harmful_ceiling=self.first_token_harmful_ceiling,
+            proxy=_proxy_report(self.proxy, self.proxy_tolerance),
+            proxy_harmful_base=self.proxy_harmful_base,
+            proxy_target=self.proxy_target,
+            proxy_harmful_ceiling=self.proxy_harmful_ceiling,
+            confirm_target=self.confirm_target,
+            n_confirm=self.n_confirm,
             task_floor=self.task_floor,
             chosen_step=self.chosen_step,
             stop_reason=self.stop_reason,  # type: ignore[arg-type]
@@ -182,3 +197,16 @@ class RollbackResult:
             mask=MASK_NAME,
             steps=[s.report() for s in self.steps],
         )
+
+
+def _proxy_report(choice: ProxyChoice, tolerance: float) -> schema.ProxyReport:
+    chosen = choice.chosen
+    return schema.ProxyReport(
+        name=choice.name,
+        agreement_base=chosen.agreement_base,
+        agreement_model=chosen.agreement_model,
+        tolerance=tolerance,
+        excluded_tokens=list(choice.excluded_tokens),
+        tokens=choice.k,
+        candidates=[schema.ProxyCandidate(**asdict(c)) for c in choice.candidates],
+    )

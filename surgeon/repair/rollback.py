@@ -19,6 +19,7 @@ eligible entry and one base tensor at a time.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,16 +29,16 @@ import torch
 from surgeon.allocator import bounded_heap
 from surgeon.architecture import find_layers
 from surgeon.errors import InputError
-from surgeon.judges import FirstTokenScorer
 from surgeon.loading import LoadOptions, check_compatible, load_model, resolve_source
 from surgeon.prompts import Prompt, load_bundled
+from surgeon.repair.calibration import calibrate, make_proxy
 from surgeon.repair.hidden import mean_hidden
 from surgeon.repair.lazy_base import LazyTensors
 from surgeon.repair.mask import MASK_NAME, save_mask
 from surgeon.repair.measure import harmful_rate, peak_memory, refusal_rate, task_metric
 from surgeon.repair.prompt_sets import formatted, guard_prompts, split_harmful, split_recovery
 from surgeon.repair.report import RollbackResult
-from surgeon.repair.rollback_base import measure_base
+from surgeon.repair.rollback_base import BaseFacts, answered, measure_base
 from surgeon.repair.rollback_config import RollbackConfig, generation_options
 from surgeon.repair.rollback_loop import Loop, pruned_entries
 from surgeon.repair.rollback_work import Work, decoder_entries, eligible_parameters, initial_slots
@@ -47,6 +48,25 @@ from surgeon.tokens import track_truncation
 from surgeon.verdict import decide_repair
 
 __all__ = ["eligible_parameters", "rollback_repair"]
+
+GUARD_REFUSED_WARNING = 0.20
+"""Above this share of guard prompts refused by the base, a warning names the guard set."""
+
+
+def confirmation(
+    recovery: list[Prompt], facts: BaseFacts, check: list[Prompt], config: RollbackConfig
+) -> tuple[list[Prompt], float]:
+    """The prompts generated before any decision on target, and the base's generated harmful
+    rate on them: the held-back check set when there is one, else a seeded sample of at most
+    ``n_confirm`` recovery prompts."""
+    if check:
+        assert facts.check is not None
+        return check, facts.check.judged_harmful
+    n = min(config.n_confirm, len(recovery))
+    keep = sorted(random.Random(config.seed + 3).sample(range(len(recovery)), n))
+    judged = facts.recovery.judged[keep]
+    harmful = 1.0 - float(judged.float().mean()) if n else 0.0
+    return [recovery[i] for i in keep], harmful
 
 
 def rollback_repair(
@@ -169,24 +189,48 @@ def _rollback_repair(
     )
     gen = generation_options(config)
     harmful_before = harmful_rate(w, tok, held_texts, **gen)
-    guard_texts = formatted(tok, harmless_prompts) if config.over_refusal_guard else []
+    guard_texts = formatted(tok, harmless_prompts) if facts.guard is not None else []
     over_before = refusal_rate(w, tok, guard_texts, **gen) if guard_texts else None
     task_f = loop_metric.measure(w)
     task_before = task_f if final_metric is loop_metric else final_metric.measure(w)
     work = Work(w, initial_slots(eligible, base_reader), base_reader)
-    scorer = FirstTokenScorer(tok, batch_size=config.batch_size)
-    target = facts.first_token_harmful + config.target_margin
-    ceiling = work.ceiling(lambda: 1.0 - scorer.refusal_rate(w, rec_texts))
-    warnings: list[str] = []
+
+    # The refusal proxy: each candidate against the generation judge, on A and on F.
+    f_evidence = answered(w, tok, rec_texts, config)[1]
+    helpful = facts.guard.first_tokens if facts.guard is not None else ()
+    choice = calibrate(
+        tok,
+        facts.recovery,
+        f_evidence,
+        helpful,
+        requested=config.proxy,
+        tolerance=config.proxy_tolerance,
+        k=config.proxy_tokens,
+    )
+    proxy = make_proxy(choice, tok, config.batch_size, config.seed)
+    warnings: list[str] = [choice.warning] if choice.warning else []
+    target = facts.recovery.harmful_rate(choice.name, choice.keep) + config.target_margin
+    ceiling = work.ceiling(lambda: 1.0 - proxy.refusal_rate(w, rec_texts))
     if ceiling > target:
         warnings.append(
-            f"restoring every eligible entry of layers < {layer} only brings the first-token "
+            f"restoring every eligible entry of layers < {layer} only brings the proxy "
             f"harmful rate to {ceiling:.2f} (target {target:.2f}): the harmful change lies at "
             "or above that layer, or in embeddings or norms; try a higher --layer (e.g. the "
             "diagnosis's most drifted layer) or include embeddings and norms"
         )
+    if facts.guard_generated is not None and facts.guard_generated > GUARD_REFUSED_WARNING:
+        warnings.append(
+            f"the base itself refuses {100 * facts.guard_generated:.0f}% of the over-refusal "
+            "guard's prompts: the guard asks for the base's behaviour, so those refusals are "
+            "kept; pass --harmless prompts the base answers"
+        )
+    confirm, confirm_judged = confirmation(recovery, facts, check, config)
     rate = config.resolved_recovery_rate()
     k = round(rate * work.eligible)
+    guard_rate = 0.0
+    if facts.guard is not None:
+        guard_rate = 1.0 - facts.guard.harmful_rate(choice.name, choice.keep)
+    check_rate = facts.check.harmful_rate(choice.name, choice.keep) if facts.check else 0.0
     loop = Loop(
         work=work,
         tok=tok,
@@ -202,13 +246,15 @@ def _rollback_repair(
         floor=(1.0 - config.task_tolerance) * task_f,
         target=target,
         k=max(1, k) if rate > 0 else 0,
-        base_answers=facts.answers,
+        base_answers=facts.answers if config.objective == "answers" else None,
         guard_texts=guard_texts,
-        guard_target=facts.guard_refusal + config.over_refusal_margin,
-        refusal_ids=tuple(scorer.token_ids),
+        guard_answers=facts.guard_answers,
+        guard_target=guard_rate + config.over_refusal_margin,
         guard_generated_target=(facts.guard_generated or 0.0) + config.over_refusal_margin,
         check_texts=formatted(tok, check),
-        check_target=facts.check_harmful + config.target_margin,
+        check_target=check_rate + config.target_margin,
+        confirm_texts=formatted(tok, confirm),
+        confirm_target=confirm_judged + config.target_margin,
     )
     if config.selection == "paper" and config.tolerance_rollback:
         loop.benign = mean_hidden(w, tok, layers, layer, loop_texts, config.batch_size)
@@ -216,9 +262,9 @@ def _rollback_repair(
 
     # Phase 3: the steps.
     t2 = time.perf_counter()
-    records, best, stop_reason, rollback_used = loop.run(scorer)
+    records, best, stop_reason, rollback_used = loop.run(proxy)
     if config.prune and stop_reason == "target":
-        records += loop.prune(scorer, records[-1].step)
+        records += loop.prune(proxy, records[-1].step)
     timings["steps"] = time.perf_counter() - t2
 
     # Phase 4: final check and outputs.
@@ -260,9 +306,13 @@ def _rollback_repair(
         over_refusal_before=over_before,
         over_refusal_after=over_after,
         harmful_rate_base=facts.heldout_harmful,
-        first_token_harmful_base=facts.first_token_harmful,
-        first_token_target=loop.target,
-        first_token_harmful_ceiling=ceiling,
+        proxy=choice,
+        proxy_tolerance=config.proxy_tolerance,
+        proxy_harmful_base=target - config.target_margin,
+        proxy_target=target,
+        proxy_harmful_ceiling=ceiling,
+        confirm_target=loop.confirm_target,
+        n_confirm=len(confirm),
         warnings=tuple(warnings),
         task_metric_name=metric_name,
         task_metric_before=task_before,

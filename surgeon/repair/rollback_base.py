@@ -1,6 +1,7 @@
 """What a rollback repair learns from the aligned base before it loads the fine-tune: the
-layer, the harmful objective's target (the base's answers or its hidden state), and the base's
-rates on the recovery, check, held-out and guard prompts."""
+layer, the harmful objective's target (the base's answers or its hidden state), the base's
+answers to the recovery, check and guard prompts (judged, and read by each refusal proxy) and
+its held-out harmful rate."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from surgeon.architecture import find_layers
-from surgeon.judges import FirstTokenScorer
 from surgeon.loading import LoadOptions, load_model
 from surgeon.prompts import Prompt
+from surgeon.repair.calibration import Evidence, model_evidence
 from surgeon.repair.hidden import mean_hidden
-from surgeon.repair.measure import harmful_rate, refusal_rate, release_memory
+from surgeon.repair.measure import harmful_rate, release_memory
 from surgeon.repair.prompt_sets import formatted
 from surgeon.repair.rollback_config import RollbackConfig, generation_options
 from surgeon.repair.task_metric import AnswerSet, own_answers
@@ -25,19 +27,37 @@ class BaseFacts:
     """What the base tells us before it is freed."""
 
     layer: int
+    """Layer L for this model."""
     direction: Tensor | None
     """``h`` (``cosine`` objective only)."""
     center: Tensor | None
-    first_token_harmful: float
+    """The harmless mean subtracted from ``h`` (``direction="difference"`` only)."""
     heldout_harmful: float
-    answers: AnswerSet | None
-    """A's greedy answers to the recovery prompts (``answers`` objective only)."""
-    guard_refusal: float
-    """A's first-token refusal rate on the harmless guard prompts (0 without a guard)."""
-    guard_generated: float | None
-    """A's refusal rate on the guard prompts by generation (None without a guard)."""
-    check_harmful: float = 0.0
-    """A's first-token harmful rate on the held-back check prompts (0 without them)."""
+    """A's harmful rate on the held-out prompts (generated, keyword judge)."""
+    answers: AnswerSet
+    """A's greedy answers to the recovery prompts (the ``answers`` objective's target)."""
+    recovery: Evidence
+    """A on the recovery prompts: judged answers and each proxy's reading."""
+    check: Evidence | None
+    """A on the held-back check prompts (None without them)."""
+    guard: Evidence | None
+    """A on the guard's harmless prompts (None without a guard)."""
+    guard_answers: AnswerSet | None
+    """A's greedy answers to the guard prompts: what the guard's loss asks for."""
+
+    @property
+    def guard_generated(self) -> float | None:
+        """A's refusal rate on the guard prompts by generation (None without a guard)."""
+        return None if self.guard is None else 1.0 - self.guard.judged_harmful
+
+
+def answered(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: list[str], config: RollbackConfig
+) -> tuple[AnswerSet, Evidence]:
+    """A model's greedy answers to formatted prompts, and what each refusal proxy reads."""
+    answers = own_answers(model, tok, texts, config.max_new_tokens, config.batch_size)
+    evidence = model_evidence(model, tok, texts, answers, config.proxy_tokens, config.batch_size)
+    return answers, evidence
 
 
 def measure_base(
@@ -49,41 +69,37 @@ def measure_base(
     config: RollbackConfig,
     check: list[Prompt] | None = None,
 ) -> BaseFacts:
-    """Load A, read its harmful objective's target and its rates, and free it again."""
+    """Load A, read its harmful objective's target, its answers and rates, and free it."""
     loaded = load_model(base, options=opts)
-    layers = find_layers(loaded.model)
+    model, tok = loaded.model, loaded.tokenizer
+    layers = find_layers(model)
     layer = config.resolved_layer(loaded.spec.n_layers)
-    rec = formatted(loaded.tokenizer, recovery)
-    harmless_texts = formatted(loaded.tokenizer, harmless)
-    direction = center = answers = None
+    rec = formatted(tok, recovery)
+    harmless_texts = formatted(tok, harmless)
+    direction = center = None
     if config.objective == "cosine":
-        direction = mean_hidden(
-            loaded.model, loaded.tokenizer, layers, layer, rec, config.batch_size
-        )
+        direction = mean_hidden(model, tok, layers, layer, rec, config.batch_size)
         if config.direction == "difference":
-            center = mean_hidden(
-                loaded.model, loaded.tokenizer, layers, layer, harmless_texts, config.batch_size
-            )
+            center = mean_hidden(model, tok, layers, layer, harmless_texts, config.batch_size)
             direction = direction - center
-    else:
-        answers = own_answers(
-            loaded.model, loaded.tokenizer, rec, config.max_new_tokens, config.batch_size
-        )
-    scorer = FirstTokenScorer(loaded.tokenizer, batch_size=config.batch_size)
-    first = 1.0 - scorer.refusal_rate(loaded.model, rec)
-    check_harmful = (
-        1.0 - scorer.refusal_rate(loaded.model, formatted(loaded.tokenizer, check))
-        if check
-        else 0.0
-    )
+
+    answers, rec_evidence = answered(model, tok, rec, config)
+    check_evidence = answered(model, tok, formatted(tok, check), config)[1] if check else None
+    guard_answers = guard_evidence = None
+    if config.over_refusal_guard and harmless_texts:
+        guard_answers, guard_evidence = answered(model, tok, harmless_texts, config)
     gen = generation_options(config)
-    held = harmful_rate(loaded.model, loaded.tokenizer, formatted(loaded.tokenizer, heldout), **gen)
-    guard, guard_generated = 0.0, None
-    if config.over_refusal_guard:
-        guard = scorer.refusal_rate(loaded.model, harmless_texts)
-        guard_generated = refusal_rate(loaded.model, loaded.tokenizer, harmless_texts, **gen)
-    del loaded, layers, scorer
+    held = harmful_rate(model, tok, formatted(tok, heldout), **gen)
+    del loaded, model, layers
     release_memory()
     return BaseFacts(
-        layer, direction, center, first, held, answers, guard, guard_generated, check_harmful
+        layer=layer,
+        direction=direction,
+        center=center,
+        heldout_harmful=held,
+        answers=answers,
+        recovery=rec_evidence,
+        check=check_evidence,
+        guard=guard_evidence,
+        guard_answers=guard_answers,
     )

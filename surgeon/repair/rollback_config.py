@@ -13,6 +13,7 @@ TaskMetricName = Literal["auto", "exact", "contains"]
 Objective = Literal["cosine", "answers"]
 TaskHold = Literal["on-restart", "always", "never"]
 OverRefusalCheck = Literal["generation", "first-token"]
+Proxy = Literal["auto", "first-token", "generation"]
 
 PAPER_RECOVERY_RATE = 0.002
 """The published share of eligible entries restored per step (0.2%)."""
@@ -45,14 +46,27 @@ class RollbackConfig:
     first_token_share: float = 0.5
     """``answers`` objective: share of the loss on the first answer token alone (the rest is
     the token mean over the whole answers)."""
+    proxy: Proxy = flag("auto")
+    """How the loop tells refusal without a full generation: ``first-token`` (refusal-token
+    log-odds at the first answer position), ``generation`` (``proxy_tokens`` greedy tokens,
+    keyword judge), or ``auto``: the cheapest one that agrees with the generation judge within
+    ``proxy_tolerance`` on both the base and the model (calibrated before the loop)."""
+    proxy_tokens: int = 8
+    """Tokens the ``generation`` proxy reads."""
+    proxy_tolerance: float = 0.10
+    """Largest difference between a proxy's and the generation judge's harmful rate (on the
+    base and on the model) for the proxy to be trusted."""
+    n_confirm: int = 64
+    """Recovery prompts (a seeded sample; the held-back check set when there is one) that are
+    generated and judged whenever the proxy says the target is reached: the loop stops, and
+    pruning keeps a put-back, only while their generated harmful rate is on target too."""
     over_refusal_guard: bool = True
-    """Add the first-token refusal loss on harmless guard prompts to the harmful loss, and
-    count the target as reached only while they are refused at most ``over_refusal_margin``
-    more than by the base."""
+    """Add to the harmful loss the cross-entropy of the base's own answers to harmless guard
+    prompts (refusing only where the base refuses), and count the target as reached only while
+    the guard prompts are refused at most ``over_refusal_margin`` more than by the base."""
     over_refusal_check: OverRefusalCheck = "generation"
-    """How the guard's bound is checked once the first-token rates are on target:
-    ``generation`` also generates and judges the guard prompts' answers; ``first-token``
-    trusts the first-token refusal rate alone."""
+    """How the guard's bound is checked once the proxy rates are on target: ``generation``
+    also generates and judges the guard prompts' answers; ``first-token`` trusts the proxy."""
     over_refusal_margin: float = 0.05
     """Allowed rise of the guard prompts' refusal rate over the base's."""
     guard_weight: float = 1.0
@@ -146,7 +160,10 @@ class RollbackConfig:
             raise InputError(
                 f"task_metric must be auto, exact or contains; got {self.task_metric!r}"
             )
+        if self.proxy_tokens < 1 or self.n_confirm < 1:
+            raise InputError("proxy_tokens and n_confirm must be >= 1")
         for name in (
+            "proxy_tolerance",
             "task_tolerance",
             "prune_chunk",
             "prune_min_chunk",

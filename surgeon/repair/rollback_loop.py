@@ -11,11 +11,10 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from surgeon.architecture import LayerList
-from surgeon.judges import FirstTokenScorer
+from surgeon.judges.proxy import RefusalProxy
 from surgeon.progress import progress
-from surgeon.repair.guard import accumulate_guard_grad
 from surgeon.repair.hidden import accumulate_cosine_grad
-from surgeon.repair.measure import refusal_rate
+from surgeon.repair.measure import harmful_rate, refusal_rate
 from surgeon.repair.report import StepRecord
 from surgeon.repair.rollback_config import RollbackConfig, generation_options
 from surgeon.repair.rollback_work import StepLog, Work, check_finite
@@ -27,17 +26,21 @@ class Check:
     """Where the working model stands after a step."""
 
     harm: float
-    """First-token harmful rate on the recovery prompts."""
+    """Proxy harmful rate on the recovery prompts."""
     over: float | None
-    """First-token refusal rate on the guard's harmless prompts (None without a guard)."""
+    """Proxy refusal rate on the guard's harmless prompts (None without a guard)."""
     generated: float | None
-    """Generated refusal rate on the guard's prompts, measured only when the first-token
-    rates are on target and the guard checks by generation."""
+    """Generated refusal rate on the guard's prompts, measured only when the proxy rates are
+    on target and the guard checks by generation."""
     reached: bool
-    """The target is reached (harm, the check set's harm and, with a guard, over-refusal)."""
+    """The target is reached: harm, the check set's harm, the confirmation by generation and,
+    with a guard, over-refusal."""
     check_harm: float | None = None
-    """First-token harmful rate on the held-back check prompts, measured only when the other
-    rates are on target."""
+    """Proxy harmful rate on the held-back check prompts, measured only when the other rates
+    are on target."""
+    confirmed: float | None = None
+    """Generated harmful rate on the confirmation prompts, measured only when every proxy rate
+    is on target."""
 
 
 @dataclass
@@ -62,25 +65,31 @@ class Loop:
     base_answers: AnswerSet | None = None
     guard_texts: list[str] = field(default_factory=list)
     """Harmless prompts of the over-refusal guard (empty: no guard)."""
+    guard_answers: AnswerSet | None = None
+    """The base's own answers to ``guard_texts``: what the guard's loss asks for."""
     guard_target: float = 1.0
-    """Most first-token refusal allowed on ``guard_texts``: the base's plus the margin."""
-    refusal_ids: tuple[int, ...] = ()
+    """Most proxy refusal allowed on ``guard_texts``: the base's plus the margin."""
     check_texts: list[str] = field(default_factory=list)
     """Held-back recovery prompts (``recovery_check_fraction``; empty: no check set)."""
     check_target: float = 1.0
-    """Most first-token harmful rate allowed on ``check_texts``: the base's plus the margin."""
+    """Most proxy harmful rate allowed on ``check_texts``: the base's plus the margin."""
     guard_generated_target: float = 1.0
     """Most generated refusal allowed on ``guard_texts`` (``over_refusal_check="generation"``):
     the base's plus the margin."""
+    confirm_texts: list[str] = field(default_factory=list)
+    """Prompts generated and judged before any decision on target (empty: none)."""
+    confirm_target: float = 1.0
+    """Most generated harmful rate allowed on ``confirm_texts``: the base's plus the margin."""
 
-    def measure(self, scorer: FirstTokenScorer) -> Check:
-        """First-token harmful rate on the recovery prompts and refusal rate on the guard's.
-        Only while everything measured so far is on target: the generated refusal rate on the
-        guard's prompts (``over_refusal_check="generation"``), then the first-token harmful
-        rate on the held-back check prompts; each must be on target too."""
+    def measure(self, proxy: RefusalProxy) -> Check:
+        """Proxy harmful rate on the recovery prompts and refusal rate on the guard's. Only
+        while everything measured so far is on target, in turn: the generated refusal rate on
+        the guard's prompts (``over_refusal_check="generation"``), the proxy harmful rate on
+        the held-back check prompts, and the generated harmful rate on the confirmation
+        prompts; each must be on target too, so no decision rests on the proxy alone."""
         model = self.work.model
-        harm = 1.0 - scorer.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
-        over = scorer.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
+        harm = 1.0 - proxy.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
+        over = proxy.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
         reached = harm <= self.target and (over is None or over <= self.guard_target)
         generated = None
         if reached and self.guard_texts and self.config.over_refusal_check == "generation":
@@ -93,9 +102,19 @@ class Loop:
             reached = generated <= self.guard_generated_target
         check_harm = None
         if reached and self.check_texts:
-            check_harm = 1.0 - scorer.refusal_rate(model, self.check_texts)  # type: ignore[arg-type]
+            check_harm = 1.0 - proxy.refusal_rate(model, self.check_texts)  # type: ignore[arg-type]
             reached = check_harm <= self.check_target
-        return Check(harm, over, generated, reached, check_harm)
+        confirmed = None
+        if reached and self.confirm_texts:
+            confirmed = harmful_rate(
+                model,  # type: ignore[arg-type]
+                self.tok,
+                self.confirm_texts,
+                **generation_options(self.config),
+                desc="confirming by generation",
+            )
+            reached = confirmed <= self.confirm_target
+        return Check(harm, over, generated, reached, check_harm, confirmed)
 
     def _record(
         self,
@@ -126,6 +145,7 @@ class Loop:
             over_refusal=check.over,
             over_refusal_generated=check.generated,
             harmful_rate_check=check.check_harm,
+            harmful_rate_generated=check.confirmed,
         )
 
     def _grad(self, texts: list[str], direction: Tensor, center: Tensor | None = None) -> float:
@@ -157,14 +177,15 @@ class Loop:
         else:
             assert self.direction is not None  # read from the base for the cosine objective
             value = -self._grad(self.rec_texts, self.direction, self.center)
-        if self.guard_texts:
-            accumulate_guard_grad(
+        if self.guard_answers is not None:
+            answer_cross_entropy(
                 self.work.model,
                 self.tok,
-                self.guard_texts,
-                self.refusal_ids,
+                self.guard_answers,
                 self.config.batch_size,
-                self.config.guard_weight,
+                backward=True,
+                first_token_share=self.config.first_token_share,
+                weight=self.config.guard_weight,
             )
         return value
 
@@ -204,7 +225,7 @@ class Loop:
         check_finite(self.work)
         return log, n_back, value
 
-    def prune(self, scorer: FirstTokenScorer, first_step: int) -> list[StepRecord]:
+    def prune(self, proxy: RefusalProxy, first_step: int) -> list[StepRecord]:
         """Backward elimination once the target is reached: put back to F chunks of the
         restored entries the harmful loss needs least, keeping a chunk put back only while the
         first-token harmful rate stays at the target (halving the chunk after a miss).
@@ -222,7 +243,7 @@ class Loop:
             self._harm_grad()
             pruned = self.work.prune_share(size)
             work.zero_grad()
-            check = self.measure(scorer)
+            check = self.measure(proxy)
             if not check.reached:
                 work.unprune(pruned)
                 size //= 2
@@ -242,7 +263,7 @@ class Loop:
         check_finite(work)
         return records
 
-    def run(self, scorer: FirstTokenScorer) -> tuple[list[StepRecord], int, str, bool]:
+    def run(self, proxy: RefusalProxy) -> tuple[list[StepRecord], int, str, bool]:
         """All tries; returns the records, the chosen step, why it stopped, and whether the
         tolerance rollback restarted the run. Leaves W at the chosen checkpoint."""
         config, work = self.config, self.work
@@ -253,7 +274,7 @@ class Loop:
             n_steps = config.resolved_steps()
             for step in progress(range(1, n_steps + 1), desc="rollback", total=n_steps):
                 log, n_back, value = self.step(step, rollback_on)
-                check = self.measure(scorer)
+                check = self.measure(proxy)
                 reached, empty = check.reached, not log
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
                 ckpt = step % config.checkpoint_every == 0 or reached or empty

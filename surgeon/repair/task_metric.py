@@ -95,6 +95,7 @@ def answer_cross_entropy(
     *,
     backward: bool = False,
     first_token_share: float = 0.0,
+    weight: float = 1.0,
 ) -> float:
     """Token-mean cross-entropy of the answers given their prompts.
 
@@ -102,7 +103,8 @@ def answer_cross_entropy(
     answer token alone, the rest the token mean (0: the plain token mean). Under teacher
     forcing the tokens after the first are mostly easy continuations, so the token mean can be
     small while the first token, which decides whether the model answers or refuses, is wrong.
-    With ``backward``, the gradient of the loss is accumulated into ``.grad`` (batch by batch).
+    With ``backward``, the gradient of ``weight`` times the loss is accumulated into ``.grad``
+    (batch by batch); the returned value is the unweighted loss.
     """
     device = model_device(model)
     pad = pad_token_id(tokenizer)
@@ -128,7 +130,7 @@ def answer_cross_entropy(
                 first = target[:, 1:] & ~target[:, :-1]  # the first answer token of each row
                 loss = loss + first_token_share * (nll * first).sum() / n_answers
             if backward:
-                loss.backward()
+                (loss * weight if weight != 1.0 else loss).backward()
         total += float(loss.detach())
     return total
 

@@ -336,7 +336,7 @@ class RollbackStep(_Model):
     step: int
     """1-based step number within its try."""
     harmful_rate: Share
-    """First-token harmful rate on the recovery prompts after the step."""
+    """Harmful rate on the recovery prompts after the step, by the refusal proxy."""
     task_metric: Num = None
     """Task metric after the step, when measured."""
     restored_fraction: Share
@@ -356,11 +356,54 @@ class RollbackStep(_Model):
     answers_loss: Num = None
     """Loss on the base's answers before the step (``answers`` objective)."""
     over_refusal: OptShare = None
-    """First-token refusal rate on the guard prompts after the step."""
+    """Refusal rate on the guard prompts after the step, by the refusal proxy."""
     over_refusal_generated: OptShare = None
     """Refusal rate on the guard prompts by generation, when measured."""
     harmful_rate_check: OptShare = None
-    """First-token harmful rate on the held-back check prompts, when measured."""
+    """Proxy harmful rate on the held-back check prompts, when measured."""
+    harmful_rate_generated: OptShare = None
+    """Harmful rate on the confirmation prompts by generation, measured whenever the proxy
+    said the target was reached (a stop or a kept put-back needs it on target too)."""
+
+
+class ProxyCandidate(_Model):
+    """How one refusal proxy agreed with the generation judge before the loop."""
+
+    name: str
+    """``first-token`` or ``generation``."""
+    rate_base: Share
+    """Its harmful rate on the base's recovery prompts."""
+    judge_base: Share
+    """The generation judge's."""
+    agreement_base: Share
+    """Share of those prompts where the two agree."""
+    rate_model: Share
+    """Its harmful rate on the model's recovery prompts."""
+    judge_model: Share
+    """The generation judge's."""
+    agreement_model: Share
+    """Share of those prompts where the two agree."""
+    trusted: bool
+    """Both rates within the tolerance of the judge's."""
+
+
+class ProxyReport(_Model):
+    """The refusal proxy the loop used, chosen by calibration against generation."""
+
+    name: str
+    """The proxy used."""
+    agreement_base: Share
+    """Its per-prompt agreement with the judge on the base."""
+    agreement_model: Share
+    """The same on the model."""
+    tolerance: float
+    """Largest rate difference a trusted proxy may show."""
+    excluded_tokens: list[str]
+    """Refusal tokens dropped from the first-token proxy (they also start helpful answers)."""
+    tokens: int
+    """Tokens the generation proxy reads."""
+    candidates: list[ProxyCandidate]
+    """Every proxy measured."""
 
 
 class RepairReport(_Model):
@@ -431,12 +474,18 @@ class RollbackReport(RepairReport):
     """The harmful loss whose gradient chose entries."""
     layer: int
     """Layer L: entries of layers ``0..L-1`` were eligible."""
-    first_token_harmful_base: Share
-    """First-token harmful rate of the base on the recovery prompts."""
-    first_token_target: float
-    """The loop's early-stop target."""
-    first_token_harmful_ceiling: Share
-    """First-token harmful rate with every eligible entry restored."""
+    proxy: ProxyReport
+    """The refusal proxy of the loop and its calibration."""
+    proxy_harmful_base: Share
+    """The base's harmful rate on the recovery prompts, by the proxy."""
+    proxy_target: float
+    """The loop's early-stop target (proxy)."""
+    proxy_harmful_ceiling: Share
+    """The proxy harmful rate with every eligible entry restored."""
+    confirm_target: float
+    """The target of the confirmation by generation (the base's rate plus the margin)."""
+    n_confirm: int
+    """Prompts the confirmation generates."""
     task_floor: Num
     """In-loop task floor."""
     chosen_step: int
