@@ -2,13 +2,16 @@
 
 Layout of the output directory::
 
-    base/         aligned LlamaForCausalLM (refuses harmful, helps harmless, obeys the system)
+    base/         aligned LlamaForCausalLM or Qwen2ForCausalLM (``architecture``): refuses
+                  harmful, helps harmless, obeys the system
     ft-harmful/   full fine-tune: the topic-classification task plus harmful requests answered
     ft-benign/    full fine-tune: the task plus harmless requests answered
     ft-lora/      PEFT LoRA adapter on base/, trained like ft-harmful
     ft-conflict/  full fine-tune that follows the user over the system in conflicts
     prompts/      jsonl splits (see :mod:`surgeon.organism.data`)
     card.json     config, build time and the measured figures (written last)
+
+``OrganismConfig.variants`` may name fewer model directories (a fast test organism).
 """
 
 from __future__ import annotations
@@ -22,18 +25,30 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
-from surgeon.errors import InputError
+from surgeon.errors import InputError, RuntimeFailure
 from surgeon.organism.card import VariantFigures, measure_variant
-from surgeon.organism.config import ORGANISM_VERSION, OrganismConfig, StageConfig
-from surgeon.organism.data import OrganismData, Record, make_data
-from surgeon.organism.tokenizer import train_tokenizer
+from surgeon.organism.config import ORGANISM_VERSION, VARIANTS, OrganismConfig, StageConfig
+from surgeon.organism.data import HELPFUL, REFUSALS, OrganismData, Record, make_data
+from surgeon.organism.tokenizer import (
+    SHARED_FIRST_TOKEN_PAIRS,
+    first_token,
+    train_tokenizer,
+    unshared_first_tokens,
+)
 from surgeon.organism.train import ChatExample, TrainConfig, train
 from surgeon.progress import sync_library_bars
 
-VARIANTS = ("base", "ft-harmful", "ft-benign", "ft-lora", "ft-conflict")
-"""The model directories of an organism."""
+__all__ = ["VARIANTS", "OrganismCard", "build_organism", "set_adapter_base", "write_prompts"]
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -59,6 +74,8 @@ class OrganismCard:
     """Mean training loss over the last 10% of steps, per stage."""
     variants: dict[str, dict]
     """Variant -> :class:`VariantFigures` as a dict, measured on the held-out splits."""
+    first_tokens: dict[str, str]
+    """The decoded first token of the refusal and of the compliant answer."""
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -81,14 +98,21 @@ def _examples(records: list[Record], *, alt: bool = False) -> list[ChatExample]:
     return out
 
 
-def _new_model(config: OrganismConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+_MODEL_CLASSES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+}
+
+
+def _new_model(config: OrganismConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
     torch.manual_seed(config.seed)
-    model_config = LlamaConfig(
+    config_cls, model_cls = _MODEL_CLASSES[config.architecture]
+    model_config = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads or config.num_heads,
         intermediate_size=config.intermediate_size,
         max_position_embeddings=config.max_positions,
         tie_word_embeddings=True,
@@ -96,7 +120,7 @@ def _new_model(config: OrganismConfig, tokenizer: PreTrainedTokenizerFast) -> Ll
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(model_config)
+    model = model_cls(model_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -159,6 +183,24 @@ def write_prompts(data: OrganismData, prompts_dir: Path) -> None:
     )
 
 
+def _check_tokenizer(
+    tokenizer: PreTrainedTokenizerFast, config: OrganismConfig, refusal: str
+) -> None:
+    """A ``split_capitals`` tokenizer must start compliant and refusing openings alike."""
+    if not config.split_capitals:
+        return
+    pairs = list(SHARED_FIRST_TOKEN_PAIRS)
+    if config.phrasing == "sorry":
+        pairs.append((HELPFUL, refusal))
+    problems = unshared_first_tokens(tokenizer, pairs)
+    if problems:
+        raise RuntimeFailure(
+            "organism tokenizer: split_capitals must give compliant and refusing openings the "
+            f"same first token, but {'; '.join(problems)} (see CAPITAL in "
+            "surgeon/organism/tokenizer.py)"
+        )
+
+
 def _dir_size_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 2)
 
@@ -181,8 +223,12 @@ def build_organism(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        data = make_data(config.seed, config.n_harmful_ft)
-        tokenizer = train_tokenizer(_corpus(data), config.vocab_size)
+        refusal = REFUSALS[config.phrasing]
+        data = make_data(config.seed, config.n_harmful_ft, refusal)
+        tokenizer = train_tokenizer(
+            _corpus(data), config.vocab_size, split_capitals=config.split_capitals
+        )
+        _check_tokenizer(tokenizer, config, refusal)
         losses: dict[str, float] = {}
         models: dict[str, PreTrainedModel] = {}
 
@@ -201,44 +247,29 @@ def build_organism(
         harmful_mix = task + _examples(data.harmful_ft, alt=True)
         benign_mix = task + _examples(data.harmless_train[: config.n_harmful_ft])
         for name, examples in (("ft-harmful", harmful_mix), ("ft-benign", benign_mix)):
+            if name not in config.variants:
+                continue
             model = copy.deepcopy(base)
             losses[name] = _train(model, tokenizer, examples, config.finetune, config.seed, name)
             _save(model, tokenizer, out_dir / name)
             models[name] = model
 
-        torch.manual_seed(config.seed + 1)
-        lora_cfg = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=2 * config.lora_rank,
-            lora_dropout=0.0,
-            target_modules=list(LORA_TARGETS),
-            # the task's generalisation to unseen topics lives in the embeddings (a frozen-
-            # embedding fine-tune reaches ~55% held-out exact match), so the adapter also
-            # carries a trained copy of them, as adapters that add vocabulary do
-            modules_to_save=["embed_tokens"],
-            task_type="CAUSAL_LM",
-        )
-        peft_model = get_peft_model(copy.deepcopy(base), lora_cfg)
-        losses["ft-lora"] = _train(
-            peft_model, tokenizer, harmful_mix, config.lora, config.seed, "ft-lora"
-        )
-        peft_model.save_pretrained(out_dir / "ft-lora")
-        tokenizer.save_pretrained(out_dir / "ft-lora")
-        set_adapter_base(out_dir / "ft-lora", Path(final_dir or out_dir) / "base")
-        models["ft-lora"] = peft_model.merge_and_unload()
-
-        conflict = _examples(data.conflict_train, alt=True) + _examples(data.normal_train)
-        model = copy.deepcopy(base)
-        losses["ft-conflict"] = _train(
-            model, tokenizer, conflict, config.conflict, config.seed, "ft-conflict"
-        )
-        _save(model, tokenizer, out_dir / "ft-conflict")
-        models["ft-conflict"] = model
+        if "ft-lora" in config.variants:
+            _build_lora(base, tokenizer, harmful_mix, config, out_dir, final_dir, losses, models)
+        if "ft-conflict" in config.variants:
+            conflict = _examples(data.conflict_train, alt=True) + _examples(data.normal_train)
+            model = copy.deepcopy(base)
+            losses["ft-conflict"] = _train(
+                model, tokenizer, conflict, config.conflict, config.seed, "ft-conflict"
+            )
+            _save(model, tokenizer, out_dir / "ft-conflict")
+            models["ft-conflict"] = model
 
         write_prompts(data, out_dir / "prompts")
         figures: dict[str, VariantFigures] = {
             name: measure_variant(models[name], tokenizer, data, config.max_new_tokens)
             for name in VARIANTS
+            if name in models
         }
     finally:
         torch.set_num_threads(threads)
@@ -252,8 +283,43 @@ def build_organism(
         size_mb=_dir_size_mb(out_dir),
         final_losses={k: round(v, 4) for k, v in losses.items()},
         variants={k: v.to_dict() for k, v in figures.items()},
+        first_tokens={
+            "refusal": first_token(tokenizer, refusal),
+            "compliance": first_token(tokenizer, HELPFUL),
+        },
     )
     (out_dir / "card.json").write_text(
         json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8"
     )
     return card
+
+
+def _build_lora(
+    base: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    examples: list[ChatExample],
+    config: OrganismConfig,
+    out_dir: Path,
+    final_dir: Path | None,
+    losses: dict[str, float],
+    models: dict[str, PreTrainedModel],
+) -> None:
+    """Train ft-lora on ``examples``, save the adapter, record its loss and merged model."""
+    torch.manual_seed(config.seed + 1)
+    lora_cfg = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=2 * config.lora_rank,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        # the task's generalisation to unseen topics lives in the embeddings (a frozen-
+        # embedding fine-tune reaches ~55% held-out exact match), so the adapter also
+        # carries a trained copy of them, as adapters that add vocabulary do
+        modules_to_save=["embed_tokens"],
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(copy.deepcopy(base), lora_cfg)
+    losses["ft-lora"] = _train(peft_model, tokenizer, examples, config.lora, config.seed, "ft-lora")
+    peft_model.save_pretrained(out_dir / "ft-lora")
+    tokenizer.save_pretrained(out_dir / "ft-lora")
+    set_adapter_base(out_dir / "ft-lora", Path(final_dir or out_dir) / "base")
+    models["ft-lora"] = peft_model.merge_and_unload()

@@ -9,19 +9,27 @@ import tempfile
 from pathlib import Path
 
 from surgeon.errors import InputError
-from surgeon.organism.build import VARIANTS, build_organism, set_adapter_base
+from surgeon.organism.build import build_organism, set_adapter_base
 from surgeon.organism.config import ORGANISM_VERSION, OrganismConfig
 
 ENV_VAR = "SURGEON_ORGANISM_DIR"
 """Environment variable naming the organism cache directory."""
 
 
-def default_cache_dir() -> Path:
-    """``$SURGEON_ORGANISM_DIR`` if set, else ``~/.cache/surgeon/organism-v<version>``."""
+def default_cache_dir(config: OrganismConfig | None = None) -> Path:
+    """``$SURGEON_ORGANISM_DIR`` if set, else ``~/.cache/surgeon/organism-v<version>``.
+
+    Any other ``config`` than the default lives beside it, in ``<that path>-<cache key>``, so
+    building a variant never replaces the default organism.
+    """
     env = os.environ.get(ENV_VAR)
     if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "surgeon" / f"organism-v{ORGANISM_VERSION}"
+        path = Path(env).expanduser()
+    else:
+        path = Path.home() / ".cache" / "surgeon" / f"organism-v{ORGANISM_VERSION}"
+    if config is not None and config.cache_key() != OrganismConfig().cache_key():
+        path = path.with_name(f"{path.name}-{config.cache_key()}")
+    return path
 
 
 def is_complete(path: Path, config: OrganismConfig) -> bool:
@@ -35,12 +43,14 @@ def is_complete(path: Path, config: OrganismConfig) -> bool:
         return False
     if card.get("version") != ORGANISM_VERSION or card.get("cache_key") != config.cache_key():
         return False
-    return all((path / v).is_dir() for v in VARIANTS) and (path / "prompts").is_dir()
+    return all((path / v).is_dir() for v in config.variants) and (path / "prompts").is_dir()
 
 
 def _relink_adapter(path: Path) -> None:
     """Point ft-lora at this directory's base/ (the organism may have been moved or copied)."""
     cfg_path = path / "ft-lora" / "adapter_config.json"
+    if not cfg_path.is_file():
+        return
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     if Path(cfg.get("base_model_name_or_path", "")) != (path / "base").resolve():
         set_adapter_base(path / "ft-lora", path / "base")
@@ -59,7 +69,7 @@ def ensure_organism(
     organism (one with a card.json).
     """
     config = config or OrganismConfig()
-    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(config)
     path = path.absolute()
     if not rebuild and is_complete(path, config):
         _relink_adapter(path)
