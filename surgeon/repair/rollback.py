@@ -29,9 +29,11 @@ import torch
 from surgeon.allocator import bounded_heap
 from surgeon.architecture import find_layers
 from surgeon.errors import InputError
+from surgeon.judges.proxy import FirstTokenProxy
 from surgeon.loading import LoadOptions, check_compatible, load_model, resolve_source
 from surgeon.prompts import Prompt, load_bundled
 from surgeon.repair.calibration import calibrate, make_proxy
+from surgeon.repair.guard import reference_losses
 from surgeon.repair.hidden import mean_hidden
 from surgeon.repair.lazy_base import LazyTensors
 from surgeon.repair.mask import MASK_NAME, save_mask
@@ -231,6 +233,17 @@ def _rollback_repair(
     if facts.guard is not None:
         guard_rate = 1.0 - facts.guard.harmful_rate(choice.name, choice.keep)
     check_rate = facts.check.harmful_rate(choice.name, choice.keep) if facts.check else 0.0
+    guard_answers = guard_reference = guard_signs = None
+    guard_ids: tuple[int, ...] = ()
+    if facts.guard is not None and facts.guard_answers is not None:
+        if isinstance(proxy, FirstTokenProxy) and proxy.token_ids:
+            guard_ids = proxy.token_ids
+            guard_signs = 1.0 - 2.0 * facts.guard.judged.float()
+        else:
+            guard_answers = facts.guard_answers.head(config.guard_tokens)
+            guard_reference = reference_losses(
+                w, tok, guard_answers, config.batch_size, config.first_token_share
+            )
     loop = Loop(
         work=work,
         tok=tok,
@@ -248,7 +261,10 @@ def _rollback_repair(
         k=max(1, k) if rate > 0 else 0,
         base_answers=facts.answers if config.objective == "answers" else None,
         guard_texts=guard_texts,
-        guard_answers=facts.guard_answers,
+        guard_answers=guard_answers,
+        guard_reference=guard_reference,
+        guard_ids=guard_ids,
+        guard_signs=guard_signs,
         guard_target=guard_rate + config.over_refusal_margin,
         guard_generated_target=(facts.guard_generated or 0.0) + config.over_refusal_margin,
         check_texts=formatted(tok, check),

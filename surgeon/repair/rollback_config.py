@@ -71,6 +71,14 @@ class RollbackConfig:
     """Allowed rise of the guard prompts' refusal rate over the base's."""
     guard_weight: float = 1.0
     """Weight of the guard's loss next to the harmful loss."""
+    guard_slack: float = 1.0
+    """The guard's loss starts only once a guard answer's cross-entropy (nats per token) has
+    risen this much above the fine-tune's: small drifts of harmless answers are the task
+    guard's business, a refusal where the base answers is far larger."""
+    guard_tokens: int = 8
+    """The guard's loss reads the first this many tokens of each of the base's answers: enough
+    to tell an answer from a refusal when they share a first token, without asking the
+    selection to restore the rest of the base's harmless answers."""
     task_hold: TaskHold = "on-restart"
     """Task-aware: when to hold back candidates whose restoration would raise the task loss to
     first order: ``on-restart`` (only in the try the tolerance rollback restarts), ``always``
@@ -160,8 +168,8 @@ class RollbackConfig:
             raise InputError(
                 f"task_metric must be auto, exact or contains; got {self.task_metric!r}"
             )
-        if self.proxy_tokens < 1 or self.n_confirm < 1:
-            raise InputError("proxy_tokens and n_confirm must be >= 1")
+        if self.proxy_tokens < 1 or self.n_confirm < 1 or self.guard_tokens < 1:
+            raise InputError("proxy_tokens, n_confirm and guard_tokens must be >= 1")
         for name in (
             "proxy_tolerance",
             "task_tolerance",
@@ -181,8 +189,8 @@ class RollbackConfig:
             raise InputError(f"steps must be >= 1; got {self.steps}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise InputError(f"heldout_fraction must lie in (0, 1); got {self.heldout_fraction}")
-        if self.over_refusal_margin < 0 or self.guard_weight < 0:
-            raise InputError("over_refusal_margin and guard_weight must be >= 0")
+        if self.over_refusal_margin < 0 or self.guard_weight < 0 or self.guard_slack < 0:
+            raise InputError("over_refusal_margin, guard_weight and guard_slack must be >= 0")
         if self.target_margin < 0:
             raise InputError(f"target_margin must be >= 0; got {self.target_margin}")
         for name in ("checkpoint_every", "batch_size", "max_new_tokens"):

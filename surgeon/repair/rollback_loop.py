@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from surgeon.architecture import LayerList
 from surgeon.judges.proxy import RefusalProxy
 from surgeon.progress import progress
+from surgeon.repair.guard import accumulate_hinge_guard_grad, accumulate_sign_guard_grad
 from surgeon.repair.hidden import accumulate_cosine_grad
 from surgeon.repair.measure import harmful_rate, refusal_rate
 from surgeon.repair.report import StepRecord
@@ -66,7 +67,14 @@ class Loop:
     guard_texts: list[str] = field(default_factory=list)
     """Harmless prompts of the over-refusal guard (empty: no guard)."""
     guard_answers: AnswerSet | None = None
-    """The base's own answers to ``guard_texts``: what the guard's loss asks for."""
+    """The base's own answers to ``guard_texts`` (first ``guard_tokens`` tokens): what the
+    guard's loss asks the working model not to move further from than F was."""
+    guard_reference: Tensor | None = None
+    """F's per-answer cross-entropy of ``guard_answers``: the hinge of the guard's loss."""
+    guard_ids: tuple[int, ...] = ()
+    """The trusted first-token refusal ids (empty: the guard uses the hinge on answers)."""
+    guard_signs: Tensor | None = None
+    """Per guard prompt: +1 where the base answers, -1 where it refuses."""
     guard_target: float = 1.0
     """Most proxy refusal allowed on ``guard_texts``: the base's plus the margin."""
     check_texts: list[str] = field(default_factory=list)
@@ -177,15 +185,26 @@ class Loop:
         else:
             assert self.direction is not None  # read from the base for the cosine objective
             value = -self._grad(self.rec_texts, self.direction, self.center)
-        if self.guard_answers is not None:
-            answer_cross_entropy(
+        if self.guard_ids and self.guard_signs is not None:
+            accumulate_sign_guard_grad(
+                self.work.model,
+                self.tok,
+                self.guard_texts,
+                self.guard_ids,
+                self.guard_signs,
+                self.config.batch_size,
+                self.config.guard_weight,
+            )
+        elif self.guard_answers is not None and self.guard_reference is not None:
+            accumulate_hinge_guard_grad(
                 self.work.model,
                 self.tok,
                 self.guard_answers,
+                self.guard_reference,
                 self.config.batch_size,
-                backward=True,
-                first_token_share=self.config.first_token_share,
-                weight=self.config.guard_weight,
+                self.config.first_token_share,
+                self.config.guard_weight,
+                self.config.guard_slack,
             )
         return value
 

@@ -31,6 +31,10 @@ class AnswerSet:
     answer_ids: tuple[tuple[int, ...], ...]
     """Token ids of each greedy answer, up to and including the first end-of-sequence token."""
 
+    def head(self, k: int) -> AnswerSet:
+        """The same prompts with each answer cut to its first ``k`` tokens."""
+        return AnswerSet(self.prompt_ids, tuple(a[:k] for a in self.answer_ids))
+
 
 @torch.no_grad()
 def own_answers(
@@ -133,6 +137,28 @@ def answer_cross_entropy(
                 (loss * weight if weight != 1.0 else loss).backward()
         total += float(loss.detach())
     return total
+
+
+def row_cross_entropy(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    answers: AnswerSet,
+    rows: range,
+    first_token_share: float = 0.0,
+) -> Tensor:
+    """Per-answer loss of the answers in ``rows``: ``1 - first_token_share`` of the answer's
+    token-mean cross-entropy plus ``first_token_share`` of its first token's (graph kept)."""
+    device = model_device(model)
+    ids, att, target = _collate(answers, rows, pad_token_id(tokenizer), device)
+    logits = model(
+        input_ids=ids, attention_mask=att, position_ids=position_ids_for(att), use_cache=False
+    ).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    tgt = target[:, 1:]
+    mean = (nll * tgt).sum(-1) / tgt.sum(-1).clamp(min=1)
+    first = tgt & ~target[:, :-1]
+    return (1.0 - first_token_share) * mean + first_token_share * (nll * first).sum(-1)
 
 
 def normalise(text: str) -> str:
