@@ -38,6 +38,8 @@ class LoadOptions:
     """``auto`` dispatches across GPUs and CPU with accelerate; overrides ``device``."""
     trust_remote_code: bool = False
     """Run code shipped with the checkpoint."""
+    gguf_file: str | None = None
+    """The GGUF file (a name) to load from a MODEL or BASE directory holding several."""
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
