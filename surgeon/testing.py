@@ -316,23 +316,34 @@ def tiny_bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
     return fast
 
 
-def save_tiny_gguf(
-    path: Path, seed: int = 0, quantization: str = "F32"
-) -> tuple[Path, Any, PreTrainedTokenizerFast]:
-    """Write a tiny random-init Llama with a byte-level BPE tokenizer and its chat template as
-    a GGUF file (the ``gguf`` package's writer, tensors named and the attention q/k rows
-    permuted as llama.cpp's ``convert_hf_to_gguf.py`` does). ``quantization``: ``F32`` or a
-    ggml type such as ``Q8_0`` for the 2-D weights (norms stay F32).
-
-    Returns the file, the original model and its tokenizer.
-    """
-    import gguf
-    import numpy as np
-
+def tiny_bpe_llama(seed: int = 0) -> tuple[Any, PreTrainedTokenizerFast]:
+    """A tiny random-init Llama sized for :func:`tiny_bpe_tokenizer`, and that tokenizer."""
     tok = tiny_bpe_tokenizer()
     torch.manual_seed(seed)
     config = ARCHITECTURES["llama"](len(tok))
-    model = AutoModelForCausalLM.from_config(config).eval()
+    return AutoModelForCausalLM.from_config(config).eval(), tok
+
+
+def save_tiny_gguf(
+    path: Path, seed: int = 0, quantization: str = "F32"
+) -> tuple[Path, Any, PreTrainedTokenizerFast]:
+    """Write :func:`tiny_bpe_llama` as a GGUF file (:func:`write_llama_gguf`); returns the
+    file, the original model and its tokenizer."""
+    model, tok = tiny_bpe_llama(seed)
+    return write_llama_gguf(path, model, tok, quantization), model, tok
+
+
+def write_llama_gguf(
+    path: Path, model: Any, tok: PreTrainedTokenizerFast, quantization: str = "F32"
+) -> Path:
+    """Write a Llama model and its byte-level BPE tokenizer and chat template as a GGUF file
+    with the ``gguf`` package's writer, tensors named and the attention q/k rows permuted as
+    llama.cpp's ``convert_hf_to_gguf.py`` does. ``quantization``: ``F32`` or a ggml type such
+    as ``Q8_0`` for the 2-D weights (norms stay F32)."""
+    import gguf
+    import numpy as np
+
+    config = model.config
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
 
     def permute(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -411,4 +422,4 @@ def save_tiny_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path, model, tok
+    return path
