@@ -302,15 +302,19 @@ def _check_same_tensors(
 
 
 def compare_weights(
-    model_dir: str | Path, base_dir: str | Path, config: WeightsConfig | None = None
+    model_dir: str | Path,
+    base_dir: str | Path,
+    config: WeightsConfig | None = None,
+    gguf_file: str | None = None,
 ) -> WeightsResult:
-    """Per-module deltas of ``model_dir`` (a checkpoint or a LoRA adapter) against ``base_dir``.
+    """Per-module deltas of ``model_dir`` (a checkpoint, a LoRA adapter or a GGUF file)
+    against ``base_dir`` (``gguf_file``: see :func:`surgeon.loading.resolve_source`).
 
     Raises :class:`InputError` naming the base directory when tensor names or shapes differ.
     """
     config = config or WeightsConfig()
-    base_src = resolve_source(base_dir)
-    source = resolve_source(model_dir, base_dir)
+    base_src = resolve_source(base_dir, gguf_file=gguf_file)
+    source = resolve_source(model_dir, base_dir, gguf_file)
     base_path = _local_weights(base_src, "the base")
     if source.kind == "adapter":
         assert source.path is not None

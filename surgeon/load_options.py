@@ -38,6 +38,8 @@ class LoadOptions:
     """``auto`` dispatches across GPUs and CPU with accelerate; overrides ``device``."""
     trust_remote_code: bool = False
     """Run code shipped with the checkpoint."""
+    gguf_file: str | None = None
+    """The GGUF file (a name) to load from a MODEL or BASE directory holding several."""
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
@@ -47,6 +49,10 @@ class LoadOptions:
             raise InputError(f"--device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
         if self.device_map not in (None, "auto"):
             raise InputError(f"--device-map must be 'auto'; got {self.device_map!r}")
+        if self.gguf_file is not None and (
+            not self.gguf_file or "/" in self.gguf_file or self.gguf_file in (".", "..")
+        ):
+            raise InputError(f"--gguf-file must be a file name, not a path; got {self.gguf_file!r}")
 
     def resolved_device(self) -> str:
         """The concrete device: ``auto`` becomes cuda when available."""

@@ -6,6 +6,9 @@ Accepted references (conventions.md):
   ``pytorch_model.bin`` checkpoint is read only through transformers' weights-only load;
 * a PEFT adapter directory (``adapter_config.json``): its base comes from ``base`` or the
   adapter's own ``base_model_name_or_path``; merged for probes, kept separate on request;
+* a GGUF file (llama.cpp / Ollama), or a directory holding one (``gguf_file`` names it when
+  there are several): dequantized once by transformers' GGUF loader into a cached safetensors
+  directory (:mod:`surgeon.gguf`), which is then loaded like any model directory;
 * a hub id (``org/name``) when the hub is reachable.
 
 Every problem with the input is raised as :class:`InputError` with the path and what is wrong.
@@ -50,7 +53,7 @@ from surgeon.tokens import TOKENIZER_FILES, context_length, prepare_tokenizer, t
 
 DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}
 GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
-SourceKind = Literal["hf_dir", "adapter", "hub"]
+SourceKind = Literal["hf_dir", "adapter", "hub", "gguf"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
 """Files of a model directory that loading reads besides weights and tokenizer files."""
@@ -81,13 +84,15 @@ class ModelSource:
     ref: str
     """What the user passed."""
     kind: SourceKind
-    """Local HF directory, PEFT adapter directory or hub id."""
+    """Local HF directory, PEFT adapter directory, hub id or GGUF file."""
     path: Path | None
-    """The local directory (None for a hub id)."""
+    """The local directory (None for a hub id; for a GGUF file, its cached conversion)."""
     base: ModelSource | None = None
     """For an adapter: the model it adapts."""
     adapter_config: dict[str, Any] = field(default_factory=dict)
     """For an adapter: its ``adapter_config.json``."""
+    gguf: Path | None = None
+    """For a GGUF input: the file itself (``path`` is its converted directory)."""
 
     @property
     def weights_ref(self) -> str:
@@ -284,13 +289,17 @@ def _check_adapter_dir(path: Path) -> None:
         check_finite(safetensors)
 
 
-def resolve_source(ref: str | Path, base: str | Path | None = None) -> ModelSource:
+def resolve_source(
+    ref: str | Path, base: str | Path | None = None, gguf_file: str | None = None
+) -> ModelSource:
     """Validate a model reference without loading a model.
 
     Local directories are checked completely before anything runs: readable files, a valid
     config, well-formed safetensors, tokenizer files and chat templates, and every floating
     tensor finite (one streamed pass per safetensors file, not repeated in the same process).
-    Raises :class:`InputError` naming the file and the problem.
+    A GGUF reference (``gguf_file``: the file to take from a directory holding several) is
+    converted into its cached safetensors directory on first use, and that directory is
+    checked like any other. Raises :class:`InputError` naming the file and the problem.
     """
     ref_s = str(ref)
     if "\0" in ref_s:
@@ -301,9 +310,23 @@ def resolve_source(ref: str | Path, base: str | Path | None = None) -> ModelSour
     except OSError as exc:
         raise InputError(f"{path}: cannot access ({exc.strerror or exc})") from None
     if exists:
+        from surgeon.gguf import find_gguf, resolve_gguf
+
+        if path.is_dir():
+            _check_listable(path)
+        found = find_gguf(path, gguf_file)
+        if found is not None:
+            converted = resolve_gguf(found)
+            assert converted is not None
+            try:
+                check_checkpoint_dir(converted)
+            except InputError as exc:
+                raise InputError(
+                    f"{found}: converted to {converted}, which is bad: {exc}"
+                ) from None
+            return ModelSource(ref_s, "gguf", converted, gguf=found)
         if not path.is_dir():
-            raise InputError(f"{path}: is a file, expected a model directory")
-        _check_listable(path)
+            raise InputError(f"{path}: is a file, expected a model directory or a .gguf file")
         if (path / "adapter_config.json").exists():
             cfg = _read_json(path / "adapter_config.json")
             base_ref = base if base is not None else cfg.get("base_model_name_or_path")
@@ -320,7 +343,8 @@ def resolve_source(ref: str | Path, base: str | Path | None = None) -> ModelSour
                 # a relative record is relative to the adapter, so moved trees keep working
                 base_ref = str(path / str(base_ref))
             _check_adapter_dir(path)
-            return ModelSource(ref_s, "adapter", path, resolve_source(base_ref), cfg)
+            base_source = resolve_source(base_ref, gguf_file=gguf_file)
+            return ModelSource(ref_s, "adapter", path, base_source, cfg)
         check_checkpoint_dir(path)
         return ModelSource(ref_s, "hf_dir", path)
     if _looks_like_hub_id(ref_s) and "/" in ref_s and not Path(ref_s).is_absolute():
@@ -328,16 +352,19 @@ def resolve_source(ref: str | Path, base: str | Path | None = None) -> ModelSour
     raise InputError(f"{ref_s}: no such model directory")
 
 
-def input_dirs(ref: str | Path, base: str | Path | None = None) -> tuple[Path, ...]:
+def input_dirs(
+    ref: str | Path, base: str | Path | None = None, gguf_file: str | None = None
+) -> tuple[Path, ...]:
     """Every local directory a model reference reads: the model or adapter directory and,
-    for an adapter, its base (``base``, else the one its config records), recursively.
+    for an adapter, its base (``base``, else the one its config records), recursively; for a
+    GGUF file, its converted directory in the cache.
 
     Pass them (for the model and for ``--base``) as the protected inputs of an output check,
     so ``--out`` can lie inside none of them. Validates the references like
     :func:`resolve_source`.
     """
     out: list[Path] = []
-    source: ModelSource | None = resolve_source(ref, base)
+    source: ModelSource | None = resolve_source(ref, base, gguf_file)
     while source is not None:
         for item in (source.path, source.weights_dir if source.kind != "adapter" else None):
             if item is not None and item.resolve() not in [p.resolve() for p in out]:
@@ -487,7 +514,7 @@ def load_model(
     """
     options = options or LoadOptions()
     sync_library_bars()
-    source = resolve_source(ref, base)
+    source = resolve_source(ref, base, options.gguf_file)
     weights_ref = source.weights_ref
     model = _load_causal_lm(weights_ref, options)
     if source.kind == "adapter":
@@ -519,7 +546,7 @@ def load_judge_model(
     path: Path, options: LoadOptions
 ) -> tuple[Literal["classifier", "chat"], PreTrainedModel, PreTrainedTokenizerBase]:
     """A local judge: a sequence classifier when its config says so, else a causal chat model."""
-    source = resolve_source(path)
+    source = resolve_source(path, gguf_file=options.gguf_file)
     config = _load_config(source.weights_ref, options)
     archs = getattr(config, "architectures", None) or []
     tokenizer = load_tokenizer(source, options)

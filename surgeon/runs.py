@@ -39,12 +39,18 @@ class RunOutput:
     """0 pass, 1 the gate failed."""
 
 
-def _local_inputs(model: str, base: str | None, *files: Path) -> list[Path]:
-    """Every local directory the run reads (an adapter's recorded base included), and
-    ``files``' directories: ``--out`` may lie inside none of them."""
+def _local_inputs(
+    model: str, base: str | None, *files: Path, gguf_file: str | None = None
+) -> list[Path]:
+    """Every local directory the run reads (an adapter's recorded base included; a GGUF
+    file's converted directory), and ``files``' directories: ``--out`` may lie inside none of
+    them."""
     from surgeon.loading import input_dirs
 
-    dirs = [*input_dirs(model, base), *(input_dirs(base) if base else ())]
+    dirs = [
+        *input_dirs(model, base, gguf_file),
+        *(input_dirs(base, None, gguf_file) if base else ()),
+    ]
     return [*dirs, *(f.parent for f in files)]
 
 
@@ -69,7 +75,7 @@ def run_diagnose(
     from surgeon.diagnosis import diagnose
 
     out_dir = out or default_out_dir("diagnose", model)
-    protected = _local_inputs(model, base)
+    protected = _local_inputs(model, base, gguf_file=config.load.gguf_file)
     check_output_target(out_dir, overwrite=overwrite, inputs=protected)
     report = diagnose(model, base=base, config=config).report()
     inputs = {
@@ -95,7 +101,8 @@ def run_repair(
     the repaired model into ``out`` atomically, with its report files."""
     from surgeon.repair.registry import method
 
-    protected = _local_inputs(model, base)
+    load = getattr(config, "load", None)
+    protected = _local_inputs(model, base, gguf_file=getattr(load, "gguf_file", None))
     check_output_target(out, overwrite=overwrite, inputs=protected)
     with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
         report = method(config.method).run(model, base, config, tmp, out)
@@ -121,7 +128,7 @@ def run_apply_mask(
         raise InputError("--apply-mask needs --base BASE (the values the mask restores)")
     if not mask.is_file():
         raise InputError(f"{mask}: no such rollback mask file")
-    protected = _local_inputs(model, base, mask)
+    protected = _local_inputs(model, base, mask, gguf_file=options.gguf_file)
     check_output_target(out, overwrite=overwrite, inputs=protected)
     with atomic_output_dir(out, overwrite=overwrite, inputs=protected) as tmp:
         apply_mask(model, base, mask, tmp, options=options)

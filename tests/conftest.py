@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 # every report.json a test writes (in this process or a subprocess) is validated against the
 # JSON Schema shipped in the package (surgeon/report/write.py)
 os.environ["SURGEON_STRICT_REPORTS"] = "1"
+# GGUF conversions (surgeon/gguf.py) go to the repository's cache, never to ~/.cache
+os.environ.setdefault("SURGEON_GGUF_CACHE", str(REPO / ".surgeon-cache" / "gguf"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ and run in a subprocess that permission bits bind even as root
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -29,6 +30,7 @@ from surgeon.testing import (
     read_safetensors_raw,
     run_unprivileged,
     save_tiny,
+    save_tiny_gguf,
     tree_hash,
     write_safetensors_raw,
 )
@@ -69,6 +71,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "masks").mkdir()
     save_mask(mask, root / "masks" / "rollback_mask.safetensors")
     out["mask"] = root / "masks" / "rollback_mask.safetensors"
+    if importlib.util.find_spec("gguf") is not None:
+        out["gguf"], _, _ = save_tiny_gguf(root / "ggufs" / "tiny.gguf")
     return out
 
 
@@ -290,6 +294,58 @@ def out_in_adapter_base(command: str) -> Builder:
         return ["repair", str(adapter), "--base", str(base), "--out", out]
 
     return build
+
+
+def gguf_input(damage: Damage, command: str = "diagnose") -> Builder:
+    """``diagnose tiny.gguf`` (or ``repair tiny.gguf --base BASE``) with ``damage`` done to
+    a fresh copy of the tiny GGUF file."""
+
+    def build(i: Inputs) -> list[str]:
+        if "gguf" not in i.pristine:
+            pytest.skip("the gguf package is not installed")
+        path = i.copy("gguf", "tiny.gguf")
+        damage(path)
+        if command == "repair":
+            return ["repair", str(path), "--base", str(i.copy("base")), "--out", i.out]
+        return ["diagnose", str(path), "--out", i.out]
+
+    return build
+
+
+def several_ggufs(gguf_file: str | None) -> Builder:
+    """``diagnose DIR [--gguf-file NAME]`` on a directory holding a.gguf and b.gguf."""
+
+    def build(i: Inputs) -> list[str]:
+        if "gguf" not in i.pristine:
+            pytest.skip("the gguf package is not installed")
+        directory = i.copy("gguf", "g/a.gguf").parent
+        i.copy("gguf", "g/b.gguf")
+        extra = ["--gguf-file", gguf_file] if gguf_file else []
+        return ["diagnose", str(directory), *extra, "--out", i.out]
+
+    return build
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its size."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def gguf_architecture(name: str) -> Damage:
+    """Rewrite the file's ``general.architecture`` (same length, so the layout stays valid)."""
+
+    def damage(path: Path) -> None:
+        data = path.read_bytes()
+        old = b"\x05\x00\x00\x00\x00\x00\x00\x00llama"
+        assert data.count(old) == 1 and len(name) == 5
+        path.write_bytes(data.replace(old, old[:8] + name.encode()))
+
+    return damage
+
+
+def no_gguf_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gguf", None)
 
 
 def a_file(name: str) -> Callable[[Inputs], Path]:
@@ -530,6 +586,22 @@ CASES: list[Case] = [
          "Invalid value for '--selection': 'greedy' is not one of 'task-aware', 'paper'."),
     Case("method-not-built", config("repair", "", "--method", "sail"),
          "--method sail is not implemented yet"),
+    # GGUF files
+    Case("gguf-truncated", gguf_input(truncate),
+         "{root}/tiny.gguf: corrupt or truncated GGUF file"),
+    Case("gguf-truncated-repair", gguf_input(truncate, "repair"),
+         "{root}/tiny.gguf: corrupt or truncated GGUF file"),
+    Case("gguf-not-gguf", gguf_input(lambda p: p.write_text("not a model\n")),
+         "{root}/tiny.gguf: not a GGUF file (no GGUF magic at its start)"),
+    Case("gguf-unsupported-architecture", gguf_input(gguf_architecture("zzzzz")),
+         "{root}/tiny.gguf: unsupported or corrupt GGUF file (GGUF model with architecture zzzzz"),
+    Case("gguf-package-missing", gguf_input(nothing),
+         "{root}/tiny.gguf: reading a GGUF file needs the gguf package: pip install "
+         "'surgeon[gguf]'", patch=no_gguf_package),
+    Case("gguf-several-in-dir", several_ggufs(None),
+         "{root}/g: holds several GGUF files (a.gguf, b.gguf); pass --gguf-file NAME"),
+    Case("gguf-file-not-in-dir", several_ggufs("c.gguf"),
+         "{root}/g: holds no c.gguf (GGUF files in it: a.gguf, b.gguf)"),
     # running out of memory is exit 3, with the advice
     Case("oom-at-load", diagnose(nothing), OOM_LOAD, code=3, patch=oom_at_load),
     Case("oom-later", diagnose(nothing), OOM, code=3, patch=oom_later),

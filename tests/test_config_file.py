@@ -95,6 +95,7 @@ def _other_value(option: Option, tmp_path: Path) -> Any:
         "device_map": "auto",
         "dtype": "bfloat16",
         "layer": 3,
+        "gguf_file": "model.Q4_1.gguf",
     }
     if option.key in special:
         return special[option.key]

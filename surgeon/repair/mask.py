@@ -214,7 +214,8 @@ def apply_mask(
 
     mask_file = Path(mask_path) / MASK_NAME if Path(mask_path).is_dir() else Path(mask_path)
     mask = load_mask(mask_file)
-    base_source = resolve_source(base_dir)
+    gguf_file = options.gguf_file if options is not None else None
+    base_source = resolve_source(base_dir, gguf_file=gguf_file)
     if base_source.weights_dir is None:
         raise InputError(f"{base_dir}: the base must be a local directory")
     check_mask_fits(mask, mask_file, base_source.weights_dir, "base")
@@ -225,7 +226,7 @@ def apply_mask(
             model_dir_or_model.save_pretrained(str(out_dir))  # type: ignore[operator]
         return model_dir_or_model
     opts = replace(options or LoadOptions(), dtype="float32")
-    source = resolve_source(model_dir_or_model, base_dir)
+    source = resolve_source(model_dir_or_model, base_dir, gguf_file)
     if source.weights_dir is not None:
         check_mask_fits(mask, mask_file, source.weights_dir, "model")
     if out_dir is not None:

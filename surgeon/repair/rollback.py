@@ -132,8 +132,8 @@ def _rollback_repair(
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
 
-    source = resolve_source(model, base)
-    base_source = resolve_source(base)
+    source = resolve_source(model, base, opts.gguf_file)
+    base_source = resolve_source(base, gguf_file=opts.gguf_file)
     check_compatible(source, base_source)
     base_dir = base_source.weights_dir
     if base_dir is None:
