@@ -12,9 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from cli import app
 from probes.focal import RULES, FocalHead
 from probes.heads import find_attention
 from surgeon.conflicts import bundled_conflicts
@@ -390,55 +388,28 @@ def test_reference_weighting_runs_with_a_base(tiny_pair: tuple[Path, Path], tmp_
     assert result.weighting == "reference" and len(result.steps) == 2
 
 
-# ----- the command line ----------------------------------------------------------------------
-
-runner = CliRunner()
-
-
-def test_cli_sail_repair_writes_adapter_and_report(
+def test_harmful_target_builds_refusal_and_guard_pairs_from_the_training_prompts(
     tiny_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    """``--target harmful``: the random tiny model refuses nothing, so every recovery prompt
+    outside the check split gives a refusal pair (chosen = the built refusal, as the base
+    refuses nothing either) and every guard prompt a guard pair (chosen = the model's answer,
+    rejected = the refusal); the 8 held-out harmful prompts are only measured."""
     model, base = tiny_pair
-    prefs = tmp_path / "prefs.jsonl"
-    rows = [{"system": p.system, "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
-            for p in _pairs()]  # fmt: skip
-    prefs.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    config = tmp_path / "surgeon.toml"
-    config.write_text(
-        "[repair]\nn_eval = 6\nmax_new_tokens = 6\ncheck_every = 0\nn_train = 12\n",
-        encoding="utf-8",
-    )
-    out = tmp_path / "out"
-    result = runner.invoke(
-        app,
-        ["repair", str(model), "--base", str(base), "--method", "sail", "--out", str(out),
-         "--preferences", str(prefs), "--focal-layers", "2", "--steps", "3", "--batch-size", "2",
-         "--weighting", "uniform", "--config", str(config), "--json"],
+    harmful = load_bundled("harmful")
+    config = _tiny_config(target="harmful", steps=2, n_train=10, merge=False)
+    result = sail_repair(
+        model, base, tmp_path / "out", config,
+        conflicts=bundled_conflicts()[:24], conflicts_heldout=bundled_conflicts()[24:32],
+        harmful=harmful[:12], harmful_heldout=harmful[12:20],
+        harmless=load_bundled("harmless")[:20],
     )  # fmt: skip
-    assert result.exit_code in (0, 1), result.output
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["method"] == "sail" and report["weighting"] == "uniform"
-    assert report["pairs"]["source"] == "file" and report["n_pairs"] == 3
-    assert report["focal_layers"] == [2] and len(report["steps"]) == 3
-    assert (out / "adapter" / "adapter_config.json").is_file()
-    assert not (out / "merged").exists()
-    assert result.exit_code == (1 if report["verdict"] == "fail" else 0)
-    md = (out / "report.md").read_text(encoding="utf-8")
-    assert "Conflict violation rate" in md and "CRAS (mean, 1-5)" in md
-    assert f"{report['steps'][0]['loss']:.3f}" in md  # the steps table shows the losses
-    toml = (out / "config.toml").read_text(encoding="utf-8")
-    assert 'method = "sail"' in toml and "steps = 3" in toml
-
-
-def test_cli_bad_preference_file_exits_2(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
-    model, base = tiny_pair
-    prefs = tmp_path / "prefs.jsonl"
-    prefs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p"}\n')
-    result = runner.invoke(
-        app,
-        ["repair", str(model), "--base", str(base), "--method", "sail", "--out",
-         str(tmp_path / "out"), "--preferences", str(prefs)],
-    )  # fmt: skip
-    assert result.exit_code == 2
-    assert "prefs.jsonl:2" in result.output and "'chosen'" in result.output
-    assert not (tmp_path / "out").exists()
+    pairs = result.pairs
+    n_check = result.n_check
+    assert n_check == 1  # 10% of 10 recovery prompts
+    assert pairs.guard_pairs == 10 and pairs.chosen_from_model == 10
+    assert pairs.chosen_built == 9 and pairs.chosen_from_base == 0  # 10 - the check prompt
+    assert result.n_pairs == 19 and pairs.n_prompts == 19
+    assert len(result.steps) == 2 and result.n_heldout_harmful == 8
+    report = result.report()
+    assert report.target == "harmful" and report.pairs.skipped_already_good == 0
