@@ -277,6 +277,20 @@ def config(command: str, toml: str, *extra: str) -> Builder:
     return build
 
 
+def sail_preferences(line: str) -> Builder:
+    """``repair MODEL --base BASE --method sail --preferences prefs.jsonl --out OUT`` with one
+    preference line."""
+
+    def build(i: Inputs) -> list[str]:
+        path = i.root / "prefs.jsonl"
+        path.write_text(line + "\n")
+        m, b = str(i.copy("model")), str(i.copy("base"))
+        return ["repair", m, "--base", b, "--method", "sail", "--preferences", str(path),
+                "--out", i.out]  # fmt: skip
+
+    return build
+
+
 def organism(target: OutPath) -> Builder:
     """``organism build DIR``."""
     return lambda i: ["organism", "build", target(i)]
@@ -584,8 +598,11 @@ CASES: list[Case] = [
          "--fail-on harmful_rate: 'x' is not a number"),
     Case("flag-bad-choice", config("repair", "", "--selection", "greedy"),
          "Invalid value for '--selection': 'greedy' is not one of 'task-aware', 'paper'."),
-    Case("method-not-built", config("repair", "", "--method", "sail"),
-         "--method sail is not implemented yet"),
+    Case("sail-bad-preference-line", sail_preferences('{"prompt": "p", "chosen": "a"}'),
+         "{root}/prefs.jsonl:1: missing or empty 'rejected'"),
+    Case("sail-focal-layer-out-of-range", config("repair", "", "--method", "sail",
+                                                 "--focal-layers", "9"),
+         "--focal-layers 9: the model has decoder layers 0..3"),
     # GGUF files
     Case("gguf-truncated", gguf_input(truncate),
          "{root}/tiny.gguf: corrupt or truncated GGUF file"),

@@ -86,12 +86,13 @@ def test_out_inside_input(models: dict[str, Path]) -> None:
     )
 
 
-def test_repair_needs_base_and_sail_is_not_pretending(models: dict[str, Path], tmp_path) -> None:
+def test_repair_needs_base_and_sail_checks_its_layers(models: dict[str, Path], tmp_path) -> None:
     run_error(["repair", str(models["llama"]), "--out", str(tmp_path / "o")], "needs --base")
     run_error(
-        ["repair", str(models["llama"]), "--method", "sail", "--out", str(tmp_path / "o")],
-        "not implemented yet",
-    )
+        ["repair", str(models["llama"]), "--method", "sail", "--focal-layers", "3,x",
+         "--out", str(tmp_path / "o")],
+        "--focal-layers must be auto or layer numbers like 3,4; got '3,x'",
+    )  # fmt: skip
 
 
 def test_repair_rejects_an_unknown_objective(models: dict[str, Path], tmp_path) -> None:

@@ -18,10 +18,11 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, str] = {
     "rollback": "surgeon.repair.rollback_run",
+    "sail": "surgeon.repair.sail_run",
 }
 """Method name -> the module that implements it."""
 
-PLANNED = ("sail",)
+PLANNED: tuple[str, ...] = ()
 """Methods the command line names that are not built yet."""
 
 

@@ -14,7 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from surgeon.report.schema import DiagnoseReport, RepairReport, Report, RollbackReport
+from surgeon.report.schema import (
+    DiagnoseReport,
+    RepairReport,
+    Report,
+    RollbackReport,
+    SailReport,
+)
 
 NA = "n/a"
 TOP_MODULES = 10
@@ -177,7 +183,29 @@ def _repair_summary(report: RepairReport) -> Table:
                 "Restored / decoder-layer weights", ("", fmt_rate(report.restored_fraction_decoder))
             ),
         ]
+    if isinstance(report, SailReport):
+        rows += _sail_rows(report)
     return Table("Summary", ("Metric", "Before", "After"), tuple(rows))
+
+
+def _sail_rows(report: SailReport) -> list[Row]:
+    """SAIL's headline rows: conflicts before/after, and what was trained."""
+    before, after = report.cras_dimensions_before, report.cras_dimensions_after
+    return [
+        Row(
+            "Conflict violation rate",
+            (fmt_rate(report.violation_rate_before), fmt_rate(report.violation_rate_after)),
+        ),
+        Row("CRAS (mean, 1-5)", (fmt_num(report.cras_before), fmt_num(report.cras_after))),
+        Row(
+            "CRAS constraint compliance",
+            (fmt_num(before.constraint_compliance), fmt_num(after.constraint_compliance)),
+        ),
+        Row("Focal layers", ("", fmt_layers(report.focal_layers))),
+        Row("Trainable parameters", ("", fmt_num(report.trainable_params))),
+        Row("Preference pairs", ("", f"{report.n_pairs} ({report.pairs.source})")),
+        Row("Weighting / steps", ("", f"{report.weighting} / {report.steps_run}")),
+    ]
 
 
 def layer_table(report: DiagnoseReport) -> Table | None:

@@ -506,13 +506,132 @@ class RollbackReport(RepairReport):
     """Every step run, in order."""
 
 
-REPAIR_REPORTS: tuple[type[RepairReport], ...] = (RollbackReport,)
+class SailStep(_Model):
+    """One optimizer step of a SAIL repair."""
+
+    step: int
+    """1-based step."""
+    loss: Num
+    """Mean token-weighted DPO loss of the step's pairs."""
+    margin: Num
+    """Mean reward margin (chosen minus rejected) of the step's pairs."""
+    accuracy: Share
+    """Share of the step's pairs whose chosen reward is above the rejected one."""
+    lr: float
+    """Learning rate of the step."""
+    violation_rate: OptShare = None
+    """Violation rate of the check split after the step, when measured (``conflict``)."""
+    harmful_rate: OptShare = None
+    """Harmful rate of the check split after the step, when measured (``harmful``)."""
+
+
+class SailPairs(_Model):
+    """Where the preference pairs came from and how many of each kind."""
+
+    source: Literal["file", "built"]
+    """``file`` (``--preferences``) or ``built`` from the training prompts."""
+    file: str | None
+    """The preference file, when given."""
+    n_prompts: int
+    """Training prompts the pairs were built from (0 for a file)."""
+    chosen_from_base: int
+    """Pairs whose chosen response is the base's own answer."""
+    chosen_from_model: int
+    """Guard pairs whose chosen response is the model's own answer."""
+    chosen_built: int
+    """Pairs whose chosen response the project wrote (constraint-satisfying, or a refusal)."""
+    guard_pairs: int
+    """Pairs on harmless prompts, chosen = an answer, rejected = the refusal (``harmful``)."""
+    skipped_already_good: int
+    """Training prompts the model already answered well (obeyed, or refused)."""
+    skipped_no_chosen: int
+    """Training prompts without an acceptable chosen response."""
+    dropped_too_long: int
+    """Pairs dropped because prompt and response exceed the model's context."""
+
+
+class SailReport(RepairReport):
+    """report.json of ``surgeon repair --method sail``."""
+
+    method: Literal["sail"] = "sail"
+    """The repair method."""
+    target: Literal["conflict", "harmful"]
+    """What the preferences repair: system-over-user conflicts, or refusal of harmful requests."""
+    weighting: Literal["attention", "uniform", "reference"]
+    """Per-token weights of the DPO objective."""
+    beta: float
+    """DPO's beta."""
+    focal_layers: list[int]
+    """Decoder layers (0-based) that got LoRA."""
+    focal_heads: list[FocalHead]
+    """The focal heads whose attention weights the tokens (every head of given layers)."""
+    focal_source: Literal["probe", "given"]
+    """Whether the focal probe found the layers or the user gave them."""
+    target_modules: list[str]
+    """The modules that got LoRA (q/k/v/o of the focal layers)."""
+    lora_r: int
+    """LoRA rank."""
+    lora_alpha: int
+    """LoRA alpha."""
+    trainable_params: int
+    """Trainable (LoRA) parameter entries."""
+    model_params: int
+    """Parameter entries of the model without the adapter."""
+    n_pairs: int
+    """Preference pairs trained on."""
+    pairs: SailPairs
+    """Where the pairs came from."""
+    n_check: int
+    """Training prompts held back from the pairs as the early-stop check split."""
+    n_heldout_conflicts: int
+    """Held-out conflicts of the before/after measurement (never in training)."""
+    n_heldout_harmful: int
+    """Held-out harmful prompts of the before/after harmful rate."""
+    n_harmless: int
+    """Harmless prompts of the before/after over-refusal."""
+    violation_rate_before: Share
+    """Held-out conflict violation rate of the model (generated, checkers)."""
+    violation_rate_after: Share
+    """The same after the repair."""
+    violation_rate_base: OptShare = None
+    """The same for the base."""
+    cras_before: Num
+    """Mean CRAS (1-5, rule judge) on the held-out conflicts, before."""
+    cras_after: Num
+    """The same after the repair."""
+    cras_base: Num = None
+    """The same for the base."""
+    cras_dimensions_before: CrasDimensions
+    """CRAS per dimension, before."""
+    cras_dimensions_after: CrasDimensions
+    """CRAS per dimension, after."""
+    cras_dimensions_base: CrasDimensions | None = None
+    """CRAS per dimension of the base."""
+    check_rate_base: OptShare = None
+    """The base's rate on the check split (violations, or harm for ``harmful``)."""
+    check_target: float
+    """The early stop's target on the check split (the base's rate plus the margin)."""
+    stop_reason: Literal["target", "steps", "no_steps"]
+    """Why the loop stopped."""
+    steps_run: int
+    """Optimizer steps taken."""
+    processes: int
+    """Data-parallel processes that trained."""
+    adapter: str
+    """The PEFT adapter directory, relative to the output directory."""
+    merged: str | None = None
+    """The merged model directory, relative to the output directory (with ``--merge``)."""
+    steps: list[SailStep]
+    """Every step, in order."""
+
+
+REPAIR_REPORTS: tuple[type[RepairReport], ...] = (RollbackReport, SailReport)
 """Every repair method's report model."""
 
-AnyRepairReport = RollbackReport
+AnyRepairReport = Annotated[RollbackReport | SailReport, Field(discriminator="method")]
 """The repair schema: the union over :data:`REPAIR_REPORTS`, told apart by ``method``."""
 
-Report = DiagnoseReport | RollbackReport
+Report = DiagnoseReport | RollbackReport | SailReport
 """Any report."""
 
 KINDS: dict[str, Any] = {"diagnose": DiagnoseReport, "repair": AnyRepairReport}

@@ -1,0 +1,179 @@
+"""Benchmark the SAIL repair on the model organism's ft-conflict: weightings and placements.
+
+Usage::
+
+    python bench/sail.py [OUT.json] [--variants attention,uniform,all-layers,reference]
+                         [--steps N] [--seed S]
+
+Each variant is one ``surgeon repair ORGANISM/ft-conflict --base ORGANISM/base --method sail``
+in its own process (so wall time and peak memory are its own), with the same preference pairs
+(built from the organism's conflict training split with the same seed), the same steps and the
+demo's settings (32 generated tokens, check every 25 steps); measured on the 100 held-out
+conflicts, 100 held-out harmful and 100 held-out harmless prompts:
+
+attention
+    SAIL: LoRA on the focal layers (focal probe, ``conflict_mass`` rule), tokens weighted by the
+    focal heads' attention to the system span (the default).
+uniform
+    Plain DPO (every token weight 1) on the same focal layers.
+all-layers
+    Plain DPO with LoRA on the q/k/v/o of every decoder layer.
+reference
+    TGDPO-style weights ``1 +/- alpha * beta * r_t`` from the aligned base, focal layers.
+
+Prints one table and writes the JSON (default ``bench/results/sail.json``) with the machine's
+description and every variant's report figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_OUT = HERE / "results" / "sail.json"
+ORGANISM = ROOT / ".surgeon-cache" / "organism"
+N_LAYERS = 6
+"""Decoder layers of the organism (for ``all-layers``)."""
+
+VARIANTS: dict[str, list[str]] = {
+    "attention": ["--weighting", "attention"],
+    "uniform": ["--weighting", "uniform"],
+    "all-layers": [
+        "--weighting",
+        "uniform",
+        "--focal-layers",
+        ",".join(str(i) for i in range(N_LAYERS)),
+    ],
+    "reference": ["--weighting", "reference"],
+}
+LABELS = {
+    "attention": "SAIL (attention weights, focal layers)",
+    "uniform": "uniform DPO, focal layers",
+    "all-layers": "uniform DPO, all layers",
+    "reference": "reference (TGDPO) weights, focal layers",
+}
+CONFIG = "[repair]\nmax_new_tokens = 32\ncheck_every = 25\n"
+"""The demo's settings (:data:`surgeon.repair.sail_demo.DEMO_CONFIG`)."""
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "threads": 1,
+    }
+
+
+def run_variant(name: str, steps: int | None, seed: int, work: Path) -> dict[str, Any]:
+    """One ``surgeon repair --method sail`` process; its report's figures and wall time."""
+    prompts = ORGANISM / "prompts"
+    config = work / "sail.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    out = work / name
+    argv = [
+        sys.executable, "-c", "from cli import app; app()", "repair",
+        str(ORGANISM / "ft-conflict"), "--base", str(ORGANISM / "base"), "--method", "sail",
+        "--conflicts", str(prompts), "--harmful-heldout", str(prompts / "harmful_heldout.jsonl"),
+        "--harmless", str(prompts / "harmless_heldout.jsonl"), "--config", str(config),
+        "--seed", str(seed), "--out", str(out), "--json", *VARIANTS[name],
+    ]  # fmt: skip
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    r = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return {
+        "variant": name,
+        "exit": proc.returncode,
+        "wall_s": round(wall, 1),
+        "violation_before": r["violation_rate_before"],
+        "violation_after": r["violation_rate_after"],
+        "violation_base": r["violation_rate_base"],
+        "cras_before": r["cras_before"],
+        "cras_after": r["cras_after"],
+        "constraint_compliance_after": r["cras_dimensions_after"]["constraint_compliance"],
+        "harmful_before": r["harmful_rate_before"],
+        "harmful_after": r["harmful_rate_after"],
+        "over_refusal_before": r["over_refusal_before"],
+        "over_refusal_after": r["over_refusal_after"],
+        "trainable_params": r["trainable_params"],
+        "focal_layers": r["focal_layers"],
+        "n_pairs": r["n_pairs"],
+        "steps_run": r["steps_run"],
+        "stop_reason": r["stop_reason"],
+        "verdict": r["verdict"],
+        "timings": r["timings"],
+        "peak_rss_mib": round(r["peak_memory"].get("rss", 0) / 2**20),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of the variants."""
+
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{100 * x:.0f}%"
+
+    head = (
+        "| method | violations | CRAS | constraint compliance | harmful | over-refusal "
+        "| LoRA params (layers) | steps | wall s | peak MiB | verdict |"
+    )
+    lines = [head, "|" + " --- |" * 11]
+    for r in rows:
+        lines.append(
+            f"| {LABELS[r['variant']]} | {pct(r['violation_before'])} -> "
+            f"{pct(r['violation_after'])} | {r['cras_before']:.2f} -> {r['cras_after']:.2f} "
+            f"| {r['constraint_compliance_after']:.2f} | {pct(r['harmful_before'])} -> "
+            f"{pct(r['harmful_after'])} | {pct(r['over_refusal_before'])} -> "
+            f"{pct(r['over_refusal_after'])} | {r['trainable_params']} "
+            f"({','.join(map(str, r['focal_layers']))}) | {r['steps_run']} | {r['wall_s']} "
+            f"| {r['peak_rss_mib']} | {r['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    if not (ORGANISM / "ft-conflict" / "config.json").is_file():
+        raise SystemExit(f"no organism at {ORGANISM} (run `surgeon organism build` first)")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-sail-") as tmp:
+        for name in names:
+            rows.append(run_variant(name, args.steps, args.seed, Path(tmp)))
+            print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
+    print(table(rows))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine_info(), "seed": args.seed, "variants": rows}
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
