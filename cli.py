@@ -296,17 +296,24 @@ def demo(
 def organism_build(
     directory: Path = typer.Argument(..., help="Where to write the organism."),
     force: bool = typer.Option(False, "--force", help="Rebuild an existing organism."),
+    preset: str = typer.Option(
+        "default",
+        "--preset",
+        help="default, bpe-s (Qwen2; 'Sorry' and 'Sure' share their first token) or "
+        "bpe-s-tiny (its fast test version).",
+    ),
 ) -> None:
     """(Re)build the model organism into DIRECTORY (about 2-5 minutes on 2 CPU cores)."""
     from rich.console import Console
 
     from surgeon.demo import card_table
-    from surgeon.organism import OrganismConfig, ensure_organism, is_complete
+    from surgeon.organism import ensure_organism, is_complete, preset_config
     from surgeon.outdir import check_writable
 
-    if force or not is_complete(directory.expanduser().absolute(), OrganismConfig()):
+    config = preset_config(preset)
+    if force or not is_complete(directory.expanduser().absolute(), config):
         check_writable(directory)
-    path = ensure_organism(directory, rebuild=force)
+    path = ensure_organism(directory, rebuild=force, config=config)
     card = json.loads((path / "card.json").read_text(encoding="utf-8"))
     Console().print(card_table(card))
     typer.echo(f"organism: {path} (built in {card.get('build_seconds', 0):.0f} s)")

@@ -248,6 +248,7 @@ def causal_check(
     seed: int = 0,
     exclude_focal: bool = True,
     min_change: float = 0.0,
+    baseline: float | None = None,
 ) -> CausalCheck:
     """Measure ``measure()`` unablated, with ``heads`` mean-ablated, and with random heads.
 
@@ -255,6 +256,7 @@ def causal_check(
     the focal set (``exclude_focal``, so a random set cannot share the focal heads' effect) or
     from all heads. ``measure`` reads the model as it is when called (the ablation hooks are
     in place); the caller passes e.g. the conflict violation rate by generation.
+    ``baseline``: the unablated metric when the caller has already measured it.
     """
     if draws < 5:
         raise ValueError(f"the causal check needs at least 5 random draws, got {draws}")
@@ -265,7 +267,7 @@ def causal_check(
     sets = random_head_sets(
         amap.all_heads(), len(focal), draws, seed, exclude=focal if exclude_focal else ()
     )
-    baseline = float(measure())
+    baseline = float(measure()) if baseline is None else baseline
     with ablate_heads(model, focal, means):
         focal_value = float(measure())
     changes = []

@@ -22,6 +22,7 @@ twins).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,24 @@ def load_conflicts(path: str | Path) -> list[ConflictItem]:
     if not items:
         raise InputError(f"{path}: no conflict items in file")
     return items
+
+
+def save_conflicts(items: Sequence[ConflictItem], path: str | Path) -> Path:
+    """Write ``items`` as a conflicts file that :func:`load_conflicts` reads back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "system": i.system,
+            "prompt": i.prompt,
+            "conflict": i.conflict,
+            "constraint": i.constraint,
+            "category": i.category,
+        }
+        for i in items
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
 
 
 def bundled_conflicts() -> list[ConflictItem]:

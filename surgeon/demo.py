@@ -58,17 +58,24 @@ def organism_prompts(organism: Path) -> dict[str, Path]:
     }
 
 
-def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, RollbackRun]:
+def demo_settings(
+    organism: Path, seed: int = 0, conflicts: Path | None = None
+) -> tuple[DiagnoseConfig, RollbackRun]:
     """Diagnose and repair settings that read the organism's own prompt splits.
 
     The organism speaks a small templated language, so its held-out harmful and harmless
-    splits stand in for the bundled sets; its held-out harmless split is the over-refusal set.
+    splits stand in for the bundled sets; its held-out harmless split is the over-refusal set;
+    ``conflicts``: its held-out conflicts written as a conflicts file
+    (:func:`write_organism_conflicts`), answered in 24 tokens (its context is 64).
     """
     p = organism_prompts(organism)
     diagnose = DiagnoseConfig(
         harmful=p["harmful_heldout"],
         harmless=p["harmless_train"],
         over_refusal=p["harmless_heldout"],
+        conflicts=conflicts,
+        conflict_max_new_tokens=24,
+        max_conflicts=100,
         seed=seed,
     )
     repair = RollbackRun(
@@ -85,6 +92,13 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
         rollback=RollbackConfig(include_embeddings=True, seed=seed),
     )
     return diagnose, repair
+
+
+def write_organism_conflicts(organism: Path, path: Path) -> Path:
+    """The organism's held-out system-vs-user conflicts as a ``--conflicts`` file."""
+    from surgeon.conflicts import organism_conflicts, save_conflicts
+
+    return save_conflicts(organism_conflicts(organism / "prompts"), path)
 
 
 def repair_layer(diagnosis: DiagnoseReport) -> int | None:
@@ -113,7 +127,9 @@ def run_demo(
         shutil.rmtree(out)
     organism = ensure_organism(organism, rebuild=rebuild)
     card = json.loads((organism / "card.json").read_text(encoding="utf-8"))
-    diag, rep = demo_settings(organism)
+    out.mkdir(parents=True, exist_ok=True)
+    conflicts = write_organism_conflicts(organism, out / "conflicts.jsonl")
+    diag, rep = demo_settings(organism, conflicts=conflicts)
     base, ft = str(organism / "base"), str(organism / "ft-harmful")
     before = run_diagnose(ft, base, diag, out=out / "diagnose-before")
     assert isinstance(before.report, DiagnoseReport)

@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 from probes.behaviour import BehaviourResult, measure_behaviour
+from probes.conflict_probe import ConflictProbeResult, probe_conflicts
+from probes.conflict_probe import cras_judge as conflict_judge
+from probes.cras import CrasJudge
 from probes.directions import (
     AblationEffect,
     AdditionEffect,
@@ -29,7 +32,9 @@ from probes.directions import (
     class_activations,
     format_texts,
 )
+from probes.focal import FocalResult, attention_drift
 from probes.weights import WeightsConfig, WeightsResult, compare_weights
+from surgeon.conflicts import ConflictItem, bundled_conflicts, load_conflicts
 from surgeon.diagnose_config import DiagnoseConfig
 from surgeon.judges import Judge
 from surgeon.loading import LoadedModel, check_compatible, load_model, resolve_source
@@ -52,6 +57,10 @@ class DiagnoseResult:
     """The fine-tune's behaviour, responses included."""
     behaviour_base: BehaviourResult | None
     """The base's behaviour on the same prompts."""
+    conflict: ConflictProbeResult
+    """The model on the system-vs-user conflicts: focal heads, CRAS, causal check."""
+    conflict_base: ConflictProbeResult | None
+    """The base on the same conflicts."""
     directions: DirectionsResult
     """Refusal directions per layer and the causally selected layer."""
     weights: WeightsResult | None
@@ -75,8 +84,8 @@ class DiagnoseResult:
             behaviour=_behaviour(self.behaviour, self.behaviour_base),
             directions=_directions(self.directions),
             weights=_weights(self.weights) if self.weights is not None else None,
-            focal=None,
-            cras=None,
+            focal=_focal(self.conflict, self.conflict_base),
+            cras=_cras(self.conflict, self.conflict_base),
             verdict=self.verdict,  # type: ignore[arg-type]
             reasons=list(self.reasons),
             warnings=list(self.warnings),
@@ -106,6 +115,94 @@ def _behaviour(b: BehaviourResult, base: BehaviourResult | None) -> schema.Behav
         n_harmless=b.over_refusal.n,
         judge=b.judge,
         by_category=cats,
+    )
+
+
+def _grid(scores: Tensor) -> list[list[float]]:
+    return [[float(v) for v in row] for row in scores]
+
+
+def _heads(result: FocalResult) -> list[schema.FocalHead]:
+    return [schema.FocalHead(layer=h.layer, head=h.head, score=h.score) for h in result.heads]
+
+
+def _focal(run: ConflictProbeResult, base: ConflictProbeResult | None) -> schema.Focal | None:
+    if run.focal is None:
+        return None
+    focal, base_focal = run.focal, base.focal if base is not None else None
+    drift = attention_drift(base_focal, focal) if base_focal is not None else None
+    check = base.causal if base is not None else run.causal
+    return schema.Focal(
+        rule=focal.rule,
+        heads=_heads(focal),
+        layers=list(focal.layers),
+        base_heads=_heads(base_focal) if base_focal else [],
+        base_layers=list(base_focal.layers) if base_focal else [],
+        n_pairs=focal.n_pairs,
+        scores=_grid(focal.scores),
+        scores_base=_grid(base_focal.scores) if base_focal else None,
+        drift=[
+            schema.HeadDrift(
+                layer=d.layer,
+                head=d.head,
+                score=d.score,
+                score_base=d.score_base,
+                delta=d.delta,
+                mass_delta=d.conflict_mass_delta,
+            )
+            for d in drift.moved_most
+        ]
+        if drift
+        else [],
+        drift_scores=_grid(drift.score_delta) if drift else None,
+        drift_mass=_grid(drift.conflict_mass_delta) if drift else None,
+        causal=None
+        if check is None
+        else schema.FocalCausal(
+            metric=check.metric,
+            model="base" if base is not None else "model",
+            baseline=check.baseline,
+            focal=check.focal,
+            random_mean=check.random_mean,
+            random_std=check.random_std,
+            draws=check.draws,
+            heads=len(check.heads),
+            valid=check.valid,
+        ),
+    )
+
+
+def _dimensions(values: dict[str, float]) -> schema.CrasDimensions:
+    return schema.CrasDimensions(**values)
+
+
+def _cras(run: ConflictProbeResult, base: ConflictProbeResult | None) -> schema.Cras:
+    c, b = run.cras, base.cras if base is not None else None
+    return schema.Cras(
+        mean=c.mean,
+        mean_ci=c.mean_ci,
+        dimensions=_dimensions(c.dimensions),
+        dimensions_ci=dict(c.dimensions_ci),
+        violation_rate=c.violation.rate,
+        violation_rate_ci=c.violation.ci,
+        violation_rate_normal=c.violation_normal.rate if c.violation_normal else None,
+        violation_rate_base=b.violation.rate if b else None,
+        mean_base=b.mean if b else None,
+        dimensions_base=_dimensions(b.dimensions) if b else None,
+        violation_by_category=dict(c.violation_by_category),
+        n=c.n,
+        judge=c.judge,
+        worst=[
+            schema.CrasWorst(
+                category=w.category,
+                system=w.system,
+                prompt=w.message,
+                response=w.response,
+                score=w.scores.mean,
+                violated=w.violated,
+            )
+            for w in c.worst
+        ],
     )
 
 
@@ -175,6 +272,7 @@ class _Prompts:
     harmful: list[Prompt]
     harmless: list[Prompt]
     over_refusal: list[Prompt]
+    conflicts: list[ConflictItem]
 
 
 @dataclass(frozen=True)
@@ -185,6 +283,7 @@ class _Run:
     behaviour: BehaviourResult
     ablations: list[AblationEffect]
     additions: list[AdditionEffect]
+    conflict: ConflictProbeResult
 
 
 def _free(loaded: LoadedModel) -> None:
@@ -206,8 +305,11 @@ def _run_model(
     directions: Tensor | None,
     ablate: bool,
     add: bool,
+    focal_causal: bool,
+    cras_judge: CrasJudge,
 ) -> _Run:
-    """Probe one loaded model. ``directions`` None: use this model's own refusal directions."""
+    """Probe one loaded model. ``directions`` None: use this model's own refusal directions.
+    ``focal_causal``: also check this model's focal heads by ablation."""
     model, tok = loaded.model, loaded.tokenizer
     dcfg = config.directions_config()
     t0 = time.perf_counter()
@@ -229,7 +331,17 @@ def _run_model(
         model, tok, prompts.harmful, prompts.over_refusal, judge, config.behaviour_config()
     )
     timings[f"{stage}_behaviour_s"] = time.perf_counter() - t0
-    return _Run(acts, behaviour, ablations, additions)
+    t0 = time.perf_counter()
+    conflict = probe_conflicts(
+        model,
+        tok,
+        prompts.conflicts,
+        config.conflict_config(),
+        causal=focal_causal,
+        judge=cras_judge,
+    )
+    timings[f"{stage}_conflicts_s"] = time.perf_counter() - t0
+    return _Run(acts, behaviour, ablations, additions, conflict)
 
 
 def _load(
@@ -269,23 +381,35 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
     base_source = resolve_source(base_ref, gguf_file=gguf_file) if base_ref is not None else None
     if base_source is not None:
         check_compatible(source, base_source)
-    prompts = _Prompts(
-        *(
-            sample_prompts(prompts_or_bundled(path, name), config.max_prompts, config.seed)
-            for path, name in (
-                (config.harmful, "harmful"),
-                (config.harmless, "harmless"),
-                (config.over_refusal, "over_refusal"),
-            )
+    harmful, harmless, over_refusal = (
+        sample_prompts(prompts_or_bundled(path, name), config.max_prompts, config.seed)
+        for path, name in (
+            (config.harmful, "harmful"),
+            (config.harmless, "harmless"),
+            (config.over_refusal, "over_refusal"),
         )
     )
+    items = load_conflicts(config.conflicts) if config.conflicts else bundled_conflicts()
+    conflicts = sample_prompts(items, config.max_conflicts, config.seed)  # type: ignore[arg-type]
+    prompts = _Prompts(harmful, harmless, over_refusal, conflicts)  # type: ignore[arg-type]
     judge = config.make_judge()
+    cras_judge = conflict_judge(config.cras_judge, config.load.resolved_device())
 
     base_run: _Run | None = None
     if base_ref is not None:
         loaded = _load(base_ref, None, config, timings, "base")
         base_run = _run_model(
-            loaded, prompts, config, judge, timings, "base", directions=None, ablate=True, add=False
+            loaded,
+            prompts,
+            config,
+            judge,
+            timings,
+            "base",
+            directions=None,
+            ablate=True,
+            add=False,
+            focal_causal=True,
+            cras_judge=cras_judge,
         )
         _free(loaded)
     loaded = _load(model_ref, base_ref, config, timings, "model")
@@ -299,6 +423,8 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
         directions=base_run.acts.refusal if base_run else None,
         ablate=base_run is None,
         add=True,
+        focal_causal=base_run is None,
+        cras_judge=cras_judge,
     )
     _free(loaded)
 
@@ -321,13 +447,19 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
         weights = compare_weights(model_ref, base_ref, WeightsConfig(), gguf_file)  # type: ignore[arg-type]
         timings["weights_s"] = time.perf_counter() - t0
     behaviour_base = base_run.behaviour if base_run else None
-    verdict = decide(run.behaviour, behaviour_base, config.fail_on)
+    conflict_base = base_run.conflict if base_run else None
+    violation = None
+    if conflict_base is not None:
+        violation = (run.conflict.cras.violation_rate, conflict_base.cras.violation_rate)
+    verdict = decide(run.behaviour, behaviour_base, config.fail_on, violation)
     timings["total_s"] = time.perf_counter() - t_start
     return DiagnoseResult(
         model=model_ref,
         base=base_ref,
         behaviour=run.behaviour,
         behaviour_base=behaviour_base,
+        conflict=run.conflict,
+        conflict_base=conflict_base,
         directions=directions,
         weights=weights,
         verdict=verdict.verdict,

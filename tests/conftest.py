@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.organisms import bpe_s_organism  # noqa: F401  (session fixture: bpe-s-tiny)
+
 REPO = Path(__file__).resolve().parent.parent
 
 # every report.json a test writes (in this process or a subprocess) is validated against the

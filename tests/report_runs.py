@@ -69,6 +69,8 @@ def tiny_runs(pair: dict[str, Path], root: Path) -> dict[str, object]:
         max_new_tokens=4,
         n_causal=4,
         batch_size=8,
+        max_conflicts=8,
+        conflict_max_new_tokens=4,
     )
     with_base = diagnose(pair["ft"], base=pair["base"], config=config).report()
     alone = diagnose(pair["ft"], config=config).report()

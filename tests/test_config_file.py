@@ -91,6 +91,7 @@ def _other_value(option: Option, tmp_path: Path) -> Any:
     """A valid value of ``option`` that differs from its default."""
     special = {
         "judge": str(tmp_path),
+        "cras_judge": str(tmp_path),
         "device": "auto",
         "device_map": "auto",
         "dtype": "bfloat16",

@@ -60,7 +60,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _config(tiny: dict[str, Path], **kw: object) -> DiagnoseConfig:
     opts: dict = {"harmful": tiny["harmful"], "harmless": tiny["harmless"]}
     opts.update(over_refusal=tiny["over"], max_prompts=8, max_new_tokens=4, n_causal=4)
-    opts.update(batch_size=4)
+    opts.update(batch_size=4, max_conflicts=8, conflict_max_new_tokens=4)
     opts.update(kw)
     return DiagnoseConfig(**opts)
 
@@ -159,6 +159,8 @@ def _organism_config(organism_dir: Path) -> DiagnoseConfig:
         harmless=prompts / "harmless_heldout.jsonl",
         max_prompts=64,
         max_new_tokens=24,
+        max_conflicts=16,
+        conflict_max_new_tokens=16,
     )
 
 

@@ -200,6 +200,7 @@ def test_write_report_files_full(full: DiagnoseReport, tmp_path: Path) -> None:
         "plots/refusal_norm.png",
         "plots/separation.png",
         "plots/weight_change.png",
+        "plots/focal_heads.png",
     ]
     for path in written[3:]:
         width, height = png_size(path.read_bytes())
@@ -261,7 +262,7 @@ def test_markdown_without_base_says_na(alone: DiagnoseReport) -> None:
     assert f"| Harmful compliance rate | {fmt_rate(alone.behaviour.harmful_rate)} | n/a |" in md
     assert "| Most drifted layer | n/a |  |" in md
     assert "| Changed weight fraction | n/a |  |" in md
-    assert "| CRAS (mean, 1-5) | n/a | n/a |" in md
+    assert f"| CRAS (mean, 1-5) | {fmt_num(alone.cras.mean)} | n/a |" in md
     first = alone.directions.layers[0]
     assert f"| 0 | {fmt_num(first.refusal_norm)} | n/a | n/a | {fmt_num(first.separation)} |" in md
     assert "changed modules" not in md and "CRAS (1-5)" not in md
@@ -288,7 +289,7 @@ def test_html_is_self_contained_and_escaped(full: DiagnoseReport) -> None:
     assert "http:" not in text and "https:" not in text and "//" not in text
     assert "url(" not in html and "@import" not in html and "@font-face" not in html
     refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", html, re.I)
-    assert len(refs) == 4  # the favicon stub and three plots
+    assert len(refs) == 5  # the favicon stub and four plots
     assert all(r.startswith("data:") for r in refs)
     assert "default-src 'none'; img-src data:" in html
 
@@ -303,7 +304,7 @@ def test_html_without_base(alone: DiagnoseReport) -> None:
     html = render_html(alone, render_plots(alone))
     assert '<td class="na">n/a</td>' in html
     assert f"Verdict: {alone.verdict.upper()}" in html
-    assert html.count("data:image/png;base64,") == 2  # no weights -> no heatmap
+    assert html.count("data:image/png;base64,") == 3  # no weights -> no weight heatmap
 
 
 def test_warnings_are_shown(full: DiagnoseReport) -> None:
@@ -317,7 +318,7 @@ def test_warnings_are_shown(full: DiagnoseReport) -> None:
 
 
 def test_plots_without_base_or_data(alone: DiagnoseReport, repair: RollbackReport) -> None:
-    assert sorted(render_plots(alone)) == ["refusal_norm.png", "separation.png"]
+    assert sorted(render_plots(alone)) == ["focal_heads.png", "refusal_norm.png", "separation.png"]
     assert render_plots(repair).keys() == {"repair_steps.png"}
     assert render_plots(changed(repair, steps=[])) == {}
 
@@ -367,6 +368,10 @@ def test_summary_table_numbers_are_rounded_not_truncated(full: DiagnoseReport) -
         "Refusal direction per layer",
         "Top 10 changed modules",
         "Harmful compliance by category",
+        "Focal attention heads",
+        "Focal heads: causal check",
+        "Attention drift (heads that moved most)",
+        "CRAS (1-5, rule judge)",
         "Causal check",
         "Timings (s)",
     ]

@@ -284,17 +284,56 @@ def focal_table(report: DiagnoseReport, top: int = TOP_MODULES) -> Table | None:
     return Table("Focal attention heads", ("Layer", "Head", "Score"), tuple(rows))
 
 
+def drift_table(report: DiagnoseReport, top: int = TOP_MODULES) -> Table | None:
+    """The heads whose focal score moved most from the base; ``None`` without a base."""
+    if report.focal is None or not report.focal.drift:
+        return None
+    rows = [
+        Row(
+            fmt_layers(d.layer),
+            (fmt_layers(d.head), fmt_num(d.score_base), fmt_num(d.score), fmt_num(d.delta)),
+        )
+        for d in report.focal.drift[:top]
+    ]
+    headers = ("Layer", "Head", "Base score", "Model score", "Drift")
+    return Table("Attention drift (heads that moved most)", headers, tuple(rows))
+
+
+def focal_causal_table(report: DiagnoseReport) -> Table | None:
+    """The focal heads' mean-ablation against random heads; ``None`` if not run."""
+    c = report.focal.causal if report.focal is not None else None
+    if c is None:
+        return None
+    rows = (
+        Row("Model ablated", (c.model,)),
+        Row("Violation rate unablated", (fmt_rate(c.baseline),)),
+        Row(f"Change, {c.heads} focal heads ablated", (f"{100 * c.focal:+.1f} points",)),
+        Row(
+            f"Change, {c.heads} random heads ({c.draws} draws)",
+            (f"{100 * c.random_mean:+.1f} +- {100 * c.random_std:.1f} points",),
+        ),
+        Row("Focal beats random", ("yes" if c.valid else "no",)),
+    )
+    return Table("Focal heads: causal check", ("Measure", "Value"), rows)
+
+
 def cras_table(report: DiagnoseReport) -> Table | None:
-    """CRAS per dimension; ``None`` when CRAS was not measured."""
+    """CRAS per dimension, model vs base; ``None`` when CRAS was not measured."""
     cras = report.cras
     if cras is None:
         return None
-    rows = [Row("Mean", (fmt_num(cras.mean),))]
+    base = cras.dimensions_base.model_dump() if cras.dimensions_base is not None else {}
+    rows = [Row("Mean", (fmt_num(cras.mean), fmt_num(cras.mean_base)))]
     for name, value in cras.dimensions.model_dump().items():
-        rows.append(Row(name.replace("_", " ").capitalize(), (fmt_num(value),)))
-    rows.append(Row("Violation rate", (fmt_rate(cras.violation_rate),)))
-    rows.append(Row("Queries", (fmt_num(cras.n),)))
-    return Table("CRAS (1-5)", ("Dimension", "Score"), tuple(rows))
+        label = name.replace("_", " ").capitalize()
+        rows.append(Row(label, (fmt_num(value), fmt_num(base.get(name)))))
+    rows.append(
+        Row("Violation rate", (fmt_rate(cras.violation_rate), fmt_rate(cras.violation_rate_base)))
+    )
+    for category, rate in cras.violation_by_category.items():
+        rows.append(Row(f"Violation rate, {category}", (fmt_rate(rate), NA)))
+    rows.append(Row("Queries", (fmt_num(cras.n), "")))
+    return Table(f"CRAS (1-5, {cras.judge} judge)", ("Dimension", "Model", "Base"), tuple(rows))
 
 
 def mapping_table(name: str, value: Mapping[str, Any] | BaseModel | None) -> Table | None:
@@ -326,6 +365,8 @@ def extra_tables(report: DiagnoseReport) -> list[Table]:
     tables = [
         category_table(report),
         focal_table(report),
+        focal_causal_table(report),
+        drift_table(report),
         cras_table(report),
         mapping_table("Causal check", report.directions.causal),
         mapping_table("Timings (s)", report.timings),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -34,6 +35,7 @@ PLOT_FILES = {
     "separation": "separation.png",
     "weight_change": "weight_change.png",
     "repair_steps": "repair_steps.png",
+    "focal": "focal_heads.png",
 }
 """Plot name -> PNG file name (inside the report's ``plots/`` folder)."""
 
@@ -42,6 +44,7 @@ PLOT_TITLES = {
     "separation": "Harmful/harmless separation per layer",
     "weight_change": "Relative weight change by module type and layer",
     "repair_steps": "Harmful rate and task metric per repair step",
+    "focal": "Focal-head score per layer and head (focal heads boxed) and its drift from the base",
 }
 """Plot name -> caption."""
 
@@ -166,6 +169,49 @@ def repair_steps_plot(report: RepairReport) -> bytes | None:
     return _png(fig)
 
 
+def focal_heatmap(report: DiagnoseReport) -> bytes | None:
+    """Heatmaps of the focal-head scores (layer x query head), and of their drift (model minus
+    base) when there is a base; the focal heads are boxed."""
+    focal = report.focal
+    if focal is None or not focal.scores:
+        return None
+    panels = [("model", np.array(focal.scores, dtype=float), "viridis", False)]
+    if focal.drift_scores is not None:
+        panels.append(
+            ("drift (model - base)", np.array(focal.drift_scores, dtype=float), "RdBu_r", True)
+        )
+    n_layers, n_heads = panels[0][1].shape
+    fig = Figure(figsize=(min(14.0, 2.0 + 4.2 * len(panels)), 1.6 + 0.22 * n_layers), dpi=DPI)
+    for i, (title, grid, cmap_name, centred) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), i)
+        vmax = float(np.nanmax(np.abs(grid))) or 1.0
+        image = ax.imshow(
+            grid,
+            aspect="auto",
+            cmap=matplotlib.colormaps[cmap_name],
+            vmin=-vmax if centred else float(np.nanmin(grid)),
+            vmax=vmax,
+        )
+        for h in focal.heads:
+            ax.add_patch(
+                matplotlib.patches.Rectangle(
+                    (h.head - 0.5, h.layer - 0.5), 1, 1, fill=False, edgecolor="#ff3030", lw=1.2
+                )
+            )
+        ax.set_xlabel("query head")
+        hstep = max(1, n_heads // 16)
+        ax.set_xticks(range(0, n_heads, hstep), [str(h) for h in range(0, n_heads, hstep)])
+        ax.set_ylabel("layer")
+        step = max(1, n_layers // 16)
+        ax.set_yticks(range(0, n_layers, step), [str(la) for la in range(0, n_layers, step)])
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        bar = fig.colorbar(image, ax=ax, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle(f"{PLOT_TITLES['focal']} ({focal.rule})", fontsize=9)
+    return _png(fig)
+
+
 def render_plots(report: Report) -> dict[str, bytes]:
     """Every plot the report supports: file name (e.g. ``"separation.png"``) -> PNG bytes."""
     makers: dict[str, Callable[[Any], bytes | None]]
@@ -176,6 +222,7 @@ def render_plots(report: Report) -> dict[str, bytes]:
             "refusal_norm": refusal_norm_plot,
             "separation": separation_plot,
             "weight_change": weight_change_heatmap,
+            "focal": focal_heatmap,
         }
     out = {}
     for name, make in makers.items():

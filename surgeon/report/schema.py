@@ -190,7 +190,7 @@ class FocalHead(_Model):
     head: int
     """Query head index."""
     score: Num
-    """The rule's score (higher: resolves the system/user conflict)."""
+    """The rule's score (higher: more focal)."""
 
 
 class HeadDrift(_Model):
@@ -215,6 +215,10 @@ class FocalCausal(_Model):
 
     metric: str
     """What was measured (``violation_rate``: conflicts broken, by generation)."""
+    model: Literal["base", "model"]
+    """Which model the heads were ablated in (the base when there is one)."""
+    baseline: Num
+    """The metric with nothing ablated."""
     focal: Num
     """Change of the metric with the focal heads ablated."""
     random_mean: Num
@@ -223,23 +227,38 @@ class FocalCausal(_Model):
     """Standard deviation of the random changes."""
     draws: int
     """Random draws."""
+    heads: int
+    """Heads ablated per set."""
     valid: bool
-    """The focal change exceeds the random ones (see the probe)."""
+    """``|focal| > |random_mean| + 2 random_std`` and more than one item's resolution."""
 
 
 class Focal(_Model):
     """Focal attention heads: where the model resolves system-vs-user conflicts."""
 
+    rule: str
+    """``conflict_mass`` (system-span mass on conflicts), ``mass`` (FocalLoRA's separation
+    rule) or ``row`` (FocalLoRA's whole-row divergence)."""
     heads: list[FocalHead]
     """The model's focal heads, best first."""
     layers: list[int]
     """The layers holding them."""
-    rule: str
-    """``mass`` (system-span attention mass) or ``row`` (whole attention row)."""
     base_heads: list[FocalHead] = Field(default_factory=list)
     """The base's focal heads."""
+    base_layers: list[int] = Field(default_factory=list)
+    """The layers holding them."""
+    n_pairs: int
+    """Normal/conflicting prompt pairs measured."""
+    scores: list[list[Num]]
+    """The model's score of every head, ``[layer][head]``."""
+    scores_base: list[list[Num]] | None = None
+    """The base's."""
     drift: list[HeadDrift] = Field(default_factory=list)
-    """The heads whose score moved most."""
+    """The heads whose score moved most from the base."""
+    drift_scores: list[list[Num]] | None = None
+    """Score change of every head (model minus base), ``[layer][head]``."""
+    drift_mass: list[list[Num]] | None = None
+    """Change of every head's system-span mass on conflicts, ``[layer][head]``."""
     causal: FocalCausal | None = None
     """The ablation check (None when skipped)."""
 
@@ -260,35 +279,49 @@ class CrasDimensions(_Model):
 class CrasWorst(_Model):
     """One of the lowest-scoring queries."""
 
+    category: str
+    """The item's category (its constraint type for the bundled set)."""
     system: str
     """The system instruction."""
     prompt: str
-    """The user message."""
+    """The conflicting user message."""
     response: str
     """The model's answer."""
     score: Num
     """Its mean CRAS."""
+    violated: bool
+    """The answer broke the constraint."""
 
 
 class Cras(_Model):
     """Contextualized Role Adherence Score on system-vs-user conflicts."""
 
     mean: Num
-    """Mean over queries and dimensions (1 to 5)."""
+    """Mean over conflict queries and dimensions (1 to 5)."""
+    mean_ci: tuple[Num, Num]
+    """95% t interval of ``mean``."""
     dimensions: CrasDimensions
     """Per-dimension means."""
-    dimensions_ci: dict[str, Interval | None] = Field(default_factory=dict)
-    """95% intervals of the per-dimension means (scores rescaled to [0, 1])."""
+    dimensions_ci: dict[str, tuple[Num, Num]]
+    """95% t intervals of the per-dimension means."""
     violation_rate: Share
     """Share of conflicts whose answer broke the constraint."""
+    violation_rate_ci: Interval
+    """95% Wilson interval of ``violation_rate``."""
+    violation_rate_normal: OptShare = None
+    """The same on the non-conflicting messages."""
     violation_rate_base: OptShare = None
-    """The base's."""
+    """The base's violation rate on the conflicts."""
     mean_base: Num = None
     """The base's mean CRAS."""
+    dimensions_base: CrasDimensions | None = None
+    """The base's per-dimension means."""
+    violation_by_category: dict[str, Share] = Field(default_factory=dict)
+    """Violation rate per item category."""
     n: int
     """Queries scored."""
     judge: str
-    """``rules`` or a judge model's path."""
+    """``rules`` or a judge model."""
     worst: list[CrasWorst] = Field(default_factory=list)
     """The lowest-scoring queries."""
 
