@@ -53,9 +53,8 @@ class SailConfig:
     lora_dropout: float = 0.0
     """LoRA dropout (released config: 0)."""
     lr: float = flag(2e-4)
-    """Peak learning rate (AdamW; linear warm-up, then cosine to 10% of it). The released
-    config's 1e-5 is for 7B models over a full epoch; on the organism 1e-4 to 2e-4 repair
-    within 150 steps and 1e-3 wrecks the model (repetition loops)."""
+    """Peak learning rate (AdamW; linear warm-up, then cosine to 10% of it); see the README's
+    SAIL section for how it was chosen."""
     steps: int = flag(150)
     """Optimizer steps at most (fewer when the check split reaches the base's rate)."""
     batch_size: int = flag(8)
