@@ -7,6 +7,7 @@ mapping of the whole checkpoint stays resident; the last tensor read is kept for
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import safe_open
@@ -14,6 +15,22 @@ from torch import Tensor
 
 from surgeon.errors import InputError
 from surgeon.safetensors_io import TensorInfo, tensor_index
+
+
+class BaseValues(Protocol):
+    """Where a rollback reads the values it restores: :class:`LazyTensors` for a model's own
+    weights, :class:`surgeon.repair.adapter_space.AdapterBase` for an adapter's tensors."""
+
+    directory: Path
+    """The base checkpoint (for messages)."""
+
+    def __call__(self, name: str) -> Tensor:
+        """The base value of the working model's tensor ``name``, fp32."""
+        ...
+
+    def clear(self) -> None:
+        """Drop whatever is cached."""
+        ...
 
 
 class LazyTensors:

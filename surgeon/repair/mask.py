@@ -2,9 +2,10 @@
 
 Stored as ``rollback_mask.safetensors``: for every touched tensor, the sorted flat indices of
 the restored entries (int32 when the tensor has fewer than 2**31 entries, else int64) under the
-tensor's own name; the header metadata names the format, the base, the model, the shapes and
-the counts. Applying the mask to the fine-tuned model with the same base reproduces the
-repaired model exactly, because every restored entry is a plain copy of the base's value.
+tensor's own name; the header metadata names the format, the base, the model, the space, the
+shapes and the counts. Applying the mask to the fine-tuned model with the same base reproduces
+the repaired model exactly, because every restored entry is a plain copy of the base's value
+(in adapter space: 0 for a LoRA factor, the original module's value for a saved copy).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ MASK_NAME = "rollback_mask.safetensors"
 """File name of the mask inside a repaired model directory."""
 MASK_FORMAT = "surgeon-rollback-mask"
 MASK_VERSION = "1"
+SPACES = ("entries", "adapter")
+"""Values of the metadata's ``space``: indices into the model's weights (``entries``; a mask
+without the key is one) or into a LoRA adapter's own tensors, named by their keys in
+``adapter_model.safetensors`` (``adapter``)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ def load_mask(path: str | Path) -> RollbackMask:
             indices[name] = raw.to(torch.int64)
     for k in ("format", "version", "encoding"):
         meta.pop(k, None)
+    if meta.get("space", "entries") not in SPACES:
+        raise InputError(f"{path}: rollback mask records space {meta['space']!r}")
     return RollbackMask(indices, shapes, eligible, meta)
 
 
@@ -218,6 +225,10 @@ def apply_mask(
     base_source = resolve_source(base_dir, gguf_file=gguf_file)
     if base_source.weights_dir is None:
         raise InputError(f"{base_dir}: the base must be a local directory")
+    if mask.metadata.get("space") == "adapter":
+        return _apply_adapter_mask(
+            model_dir_or_model, base_source.weights_dir, mask, mask_file, out_dir, options
+        )
     check_mask_fits(mask, mask_file, base_source.weights_dir, "base")
     if isinstance(model_dir_or_model, nn.Module):
         device = next(model_dir_or_model.parameters()).device
@@ -238,4 +249,93 @@ def apply_mask(
     if out_dir is not None:
         weights = source.weights_dir or base_source.weights_dir
         save_like(loaded.model, loaded.tokenizer, Path(out_dir), weights, tokenizer_dir(source))
+    return loaded.model
+
+
+def _check_adapter_mask_fits(mask: RollbackMask, path: Path, adapter_file: Path) -> None:
+    """Every tensor an adapter-space mask names must be in the adapter file, same shape."""
+    header = read_header(adapter_file)
+    for name in mask.indices:
+        info = header.get(name) if name != "__metadata__" else None
+        if info is None:
+            raise InputError(
+                f"{path}: rollback mask names {name}, which the adapter {adapter_file} does not "
+                "have (a mask from another adapter?)"
+            )
+        if tuple(info["shape"]) != mask.shapes[name]:
+            raise InputError(
+                f"{path}: rollback mask shape of {name} is {list(mask.shapes[name])}, the "
+                f"adapter {adapter_file} has {list(info['shape'])} (a mask from another adapter?)"
+            )
+
+
+def _apply_adapter_mask(
+    model: str | Path | nn.Module,
+    base_dir: Path,
+    mask: RollbackMask,
+    mask_file: Path,
+    out_dir: str | Path | None,
+    options: LoadOptions | None,
+) -> nn.Module:
+    """:func:`apply_mask` for a mask made in a LoRA adapter's own tensors: the masked entries
+    set to their base values (0 for a factor, the base's for a saved copy); a path is written
+    as a PEFT adapter like the repair writes it."""
+    from surgeon.loading import load_model, resolve_source
+    from surgeon.repair.adapter_space import (
+        ADAPTER_FILE,
+        AdapterBase,
+        adapter_space_problem,
+        adapter_tensors,
+        masked_values,
+        write_adapter,
+    )
+    from surgeon.repair.lazy_base import LazyTensors
+    from surgeon.repair.save import check_out_dir, tokenizer_dir
+
+    if isinstance(model, nn.Module):
+        if not callable(getattr(model, "get_base_model", None)):
+            raise InputError(
+                f"{mask_file}: the mask was made in a LoRA adapter's own tensors; apply it to "
+                "an unmerged PeftModel"
+            )
+        tensors = adapter_tensors(model)
+        device = next(model.parameters()).device
+        base = AdapterBase(tensors, LazyTensors(base_dir, device))
+        params = {t.key: t.param for t in tensors}
+        with torch.no_grad():
+            for name, idx in mask.indices.items():
+                param = params.get(name)
+                if param is None or tuple(param.shape) != mask.shapes[name]:
+                    raise InputError(f"{mask_file}: the adapter has no tensor {name} of its shape")
+                flat = param.data.view(-1)
+                idx = idx.to(flat.device)
+                flat[idx] = base(name).reshape(-1)[idx].to(dtype=flat.dtype)
+        if out_dir is not None:
+            model.save_pretrained(str(out_dir))  # type: ignore[operator]
+        return model
+    source = resolve_source(model, base_dir)
+    problem = adapter_space_problem(source)
+    if problem is not None:
+        raise InputError(
+            f"{mask_file}: the mask was made in a LoRA adapter's own tensors (space adapter), "
+            f"but {problem}"
+        )
+    assert source.path is not None
+    _check_adapter_mask_fits(mask, mask_file, source.path / ADAPTER_FILE)
+    if out_dir is not None:
+        check_out_dir(Path(out_dir), [source.path, base_dir])
+    opts = replace(options or LoadOptions(), dtype="float32")
+    loaded = load_model(model, base=base_dir, options=opts, merge_adapter=False)
+    tensors = adapter_tensors(loaded.model, source.path / ADAPTER_FILE)
+    device = next(loaded.model.parameters()).device
+    values = masked_values(
+        source.path, mask.indices, AdapterBase(tensors, LazyTensors(base_dir, device))
+    )
+    params = {t.key: t.param for t in tensors}
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].data.copy_(value.to(params[name].device))
+    if out_dir is not None:
+        tok_dir = tokenizer_dir(source)
+        write_adapter(source.path, Path(out_dir), values, base_dir, loaded.tokenizer, tok_dir)
     return loaded.model

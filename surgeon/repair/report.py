@@ -145,6 +145,16 @@ class RollbackResult:
     """Why, one sentence per check."""
     truncated_prompts: int = 0
     """Prompts cut from the left to fit the model's context."""
+    space: str = "entries"
+    """Where entries were chosen and restored: ``entries`` of the model's weights (an adapter
+    merged first) or ``adapter``, a LoRA adapter's own tensors (the output an adapter)."""
+    n_task_items: int = 0
+    """Task prompts behind ``task_metric_before``/``_after``."""
+    task_metric_before_ci: tuple[float, float] | None = None
+    """95% Wilson interval of ``task_metric_before`` (``exact``/``contains``; None for
+    ``likelihood``)."""
+    task_metric_after_ci: tuple[float, float] | None = None
+    """The same for ``task_metric_after``."""
 
     @property
     def restored_fraction_decoder(self) -> float:
@@ -165,6 +175,10 @@ class RollbackResult:
             task_metric_name=self.task_metric_name,
             task_metric_before=self.task_metric_before,
             task_metric_after=self.task_metric_after,
+            task_metric_before_ci=self.task_metric_before_ci,
+            task_metric_after_ci=self.task_metric_after_ci,
+            n_task_items=self.n_task_items,
+            space=self.space,  # type: ignore[arg-type]
             verdict=self.verdict,  # type: ignore[arg-type]
             reasons=list(self.reasons),
             warnings=list(self.warnings),

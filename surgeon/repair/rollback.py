@@ -10,6 +10,11 @@ Selection ``task-aware`` (default) ranks candidates by the first-order harmful b
 restoration would raise the cross-entropy of F's own greedy task answers to first order.
 Selection ``paper`` is the published rule (top ``|g_h|`` where a descent step moves toward A).
 
+``space`` chooses what an entry is: ``entries`` of the model's weights (a PEFT adapter merged
+into its base first), or, for a LoRA adapter, ``adapter``: entries of its own factors (restored
+= set to 0) and saved module copies (restored = the original's value), written back as an
+adapter (:mod:`adapter_space`).
+
 The phases live in their own modules: the base's facts (:mod:`rollback_base`), the working
 model and its restoration log (:mod:`rollback_work`), the loop (:mod:`rollback_loop`); what
 every repair shares (prompt sets, before/after measurements) in :mod:`prompt_sets` and
@@ -21,21 +26,40 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from probes.behaviour import wilson_interval
 from surgeon.allocator import bounded_heap
-from surgeon.architecture import find_layers
+from surgeon.architecture import LayerList, find_layers
 from surgeon.errors import InputError
 from surgeon.judges.proxy import FirstTokenProxy
-from surgeon.loading import LoadOptions, check_compatible, load_model, resolve_source
+from surgeon.loading import (
+    LoadOptions,
+    ModelSource,
+    check_compatible,
+    load_model,
+    resolve_source,
+)
 from surgeon.prompts import Prompt, load_bundled
+from surgeon.repair.adapter_space import (
+    ADAPTER_FILE,
+    AdapterBase,
+    ResolvedSpace,
+    adapter_eligible,
+    adapter_tensors,
+    base_decoder_entries,
+    resolve_space,
+    write_adapter,
+)
 from surgeon.repair.calibration import calibrate, make_proxy
 from surgeon.repair.guard import reference_losses
 from surgeon.repair.hidden import mean_hidden
-from surgeon.repair.lazy_base import LazyTensors
+from surgeon.repair.lazy_base import BaseValues, LazyTensors
 from surgeon.repair.mask import MASK_NAME, save_mask
 from surgeon.repair.measure import harmful_rate, peak_memory, refusal_rate, task_metric
 from surgeon.repair.prompt_sets import formatted, guard_prompts, split_harmful, split_recovery
@@ -55,6 +79,12 @@ GUARD_REFUSED_WARNING = 0.20
 """Above this share of guard prompts refused by the base, a warning names the guard set."""
 
 
+def task_interval(share: float, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a task metric that counts matches among ``n`` items."""
+    low, high = wilson_interval(round(share * n), n)
+    return round(low, 6), round(high, 6)
+
+
 def confirmation(
     recovery: list[Prompt], facts: BaseFacts, check: list[Prompt], config: RollbackConfig
 ) -> tuple[list[Prompt], float]:
@@ -69,6 +99,59 @@ def confirmation(
     judged = facts.recovery.judged[keep]
     harmful = 1.0 - float(judged.float().mean()) if n else 0.0
     return [recovery[i] for i in keep], harmful
+
+
+@dataclass(frozen=True)
+class Working:
+    """The working model W of one space, what it may restore and where the base values are."""
+
+    model: PreTrainedModel
+    """W: the fine-tuned model (entries), or the unmerged ``PeftModel`` (adapter)."""
+    tokenizer: PreTrainedTokenizerBase
+    """Its tokenizer."""
+    layers: LayerList
+    """Its decoder layers."""
+    eligible: list[tuple[str, nn.Parameter]]
+    """The tensors rollback may restore, by the names the base values and the mask use (the
+    adapter file's keys in adapter space)."""
+    base: BaseValues
+    """Their base values."""
+    decoder_entries: int
+    """Entries of the (base) model's decoder layers, the denominator of the decoder share."""
+
+
+def _working_model(
+    space: ResolvedSpace,
+    model: str | Path,
+    base: str | Path,
+    opts: LoadOptions,
+    source: ModelSource,
+    base_dir: Path,
+    layer: int,
+    config: RollbackConfig,
+) -> Working:
+    """Load W for ``space``; only the eligible tensors require gradients."""
+    loaded = load_model(model, base=base, options=opts, merge_adapter=space == "entries")
+    w = loaded.model
+    w.eval()
+    layers = find_layers(w)
+    if space == "adapter":
+        assert source.path is not None
+        tensors = adapter_tensors(w, source.path / ADAPTER_FILE)
+        chosen = adapter_eligible(w, tensors, layers, layer, config)
+        eligible = [(t.key, t.param) for t in chosen]
+        device = next(w.parameters()).device
+        reader: BaseValues = AdapterBase(chosen, LazyTensors(base_dir, device=device))
+        n_decoder = base_decoder_entries(w, layers, tensors)
+    else:
+        eligible = eligible_parameters(w, layers, layer, config)
+        reader = LazyTensors(base_dir, device=next(w.parameters()).device)
+        n_decoder = decoder_entries(w, layers)
+    for p in w.parameters():
+        p.requires_grad_(False)
+    for _, p in eligible:
+        p.requires_grad_(True)
+    return Working(w, loaded.tokenizer, layers, eligible, reader, n_decoder)
 
 
 def rollback_repair(
@@ -159,17 +242,12 @@ def _rollback_repair(
 
     # Phase 2: the fine-tuned model becomes the working copy W.
     t1 = time.perf_counter()
-    loaded = load_model(model, base=base, options=opts, merge_adapter=True)
-    w, tok = loaded.model, loaded.tokenizer
-    layers = find_layers(w)
-    for p in w.parameters():
-        p.requires_grad_(False)
-    eligible = eligible_parameters(w, layers, layer, config)
-    for _, p in eligible:
-        p.requires_grad_(True)
+    space = resolve_space(config.space, source)
+    working = _working_model(space, model, base, opts, source, base_dir, layer, config)
+    w, tok, layers, eligible = working.model, working.tokenizer, working.layers, working.eligible
+    base_reader = working.base
     rec_texts, held_texts = formatted(tok, recovery), formatted(tok, heldout)
     loop_texts, final_texts = formatted(tok, task_loop), formatted(tok, task_final)
-    base_reader = LazyTensors(base_dir, device=next(w.parameters()).device)
     answer_cache: dict[str, AnswerSet] = {}
 
     def loop_answers() -> AnswerSet:
@@ -292,14 +370,20 @@ def _rollback_repair(
     timings["final_eval"] = time.perf_counter() - t3
     t4 = time.perf_counter()
     meta = {"base": str(base), "model": str(model), "selection": config.selection}
-    mask = work.mask({**meta, "layer": str(layer)})
-    n_decoder = decoder_entries(w, layers)
+    mask = work.mask({**meta, "layer": str(layer), "space": space})
     for p in w.parameters():
         p.requires_grad_(False)
-    save_like(w, tok, out_dir, source.weights_dir or base_dir, tokenizer_dir(source))
+    if space == "adapter":
+        assert source.path is not None
+        values = {name: p.data for name, p in eligible}
+        write_adapter(source.path, out_dir, values, base_dir, tok, tokenizer_dir(source))
+    else:
+        save_like(w, tok, out_dir, source.weights_dir or base_dir, tokenizer_dir(source))
     save_mask(mask, out_dir / MASK_NAME)
     timings["save"] = time.perf_counter() - t4
     timings["total"] = time.perf_counter() - t0
+    n_items = len(task_final)
+    counted = metric_name in ("exact", "contains")
     gate = decide_repair(
         harmful_after=harmful_after,
         harmful_base=facts.heldout_harmful,
@@ -308,11 +392,13 @@ def _rollback_repair(
         task_tolerance=config.task_tolerance,
         over_refusal_after=over_after,
         over_refusal_base=facts.guard_generated,
+        task_items=n_items if counted else None,
     )
     return RollbackResult(
         model=str(model),
         base=str(base),
         selection=config.selection,
+        space=space,
         objective=config.objective,
         pruned_entries=pruned_entries(records),
         layer=layer,
@@ -333,11 +419,14 @@ def _rollback_repair(
         task_metric_name=metric_name,
         task_metric_before=task_before,
         task_metric_after=task_after,
+        task_metric_before_ci=task_interval(task_before, n_items) if counted else None,
+        task_metric_after_ci=task_interval(task_after, n_items) if counted else None,
+        n_task_items=n_items,
         task_floor=loop.floor,
         restored_fraction=mask.restored_fraction,
         restored_entries=mask.restored_entries,
         eligible_entries=work.eligible,
-        decoder_entries=n_decoder,
+        decoder_entries=working.decoder_entries,
         chosen_step=best,
         stop_reason=stop_reason,
         tolerance_rollback_used=rollback_used,

@@ -14,6 +14,7 @@ Objective = Literal["cosine", "answers"]
 TaskHold = Literal["on-restart", "always", "never"]
 OverRefusalCheck = Literal["generation", "first-token"]
 Proxy = Literal["auto", "first-token", "generation"]
+Space = Literal["auto", "entries", "adapter"]
 
 PAPER_RECOVERY_RATE = 0.002
 """The published share of eligible entries restored per step (0.2%)."""
@@ -120,7 +121,15 @@ class RollbackConfig:
     include_norms: bool = flag(False)
     """Also restore norm scales and biases of the eligible layers."""
     include_embeddings: bool = flag(False)
-    """Also restore the input embedding matrix."""
+    """Also restore the input embedding matrix (in adapter space: a trained copy of it)."""
+    space: Space = flag("entries")
+    """Where entries are chosen and restored: ``entries`` of the model's weights (a PEFT
+    adapter merged into its base first; the output is a full model); ``adapter``: entries of
+    a LoRA adapter's own tensors, a factor's entry set to 0 and a saved module copy's
+    (``modules_to_save``) to the original's value, the output a PEFT adapter again;
+    ``auto``: ``adapter`` for a plain LoRA adapter, ``entries`` otherwise. The default stays
+    ``entries``: it is the one measured to meet the repair figures on the organism's ft-lora
+    (README, Rollback repair)."""
     n_recovery: int | None = 256
     """Harmful recovery prompts at most, and as many harmless guard prompts (a seeded sample of
     a larger file)."""
@@ -157,6 +166,8 @@ class RollbackConfig:
             raise InputError(
                 f"task_hold must be on-restart, always or never; got {self.task_hold!r}"
             )
+        if self.space not in ("auto", "entries", "adapter"):
+            raise InputError(f"space must be auto, entries or adapter; got {self.space!r}")
         if self.objective not in ("cosine", "answers"):
             raise InputError(f"objective must be cosine or answers; got {self.objective!r}")
         if self.over_refusal_check not in ("generation", "first-token"):

@@ -2,7 +2,8 @@
 every restoration.
 
 One working model ``W`` (the fine-tuned model F) is held in memory; the aligned base A is only
-read tensor by tensor (:class:`surgeon.repair.lazy_base.LazyTensors`). Every restoration is
+read tensor by tensor (:class:`surgeon.repair.lazy_base.LazyTensors`; for an adapter's own
+parameters, :class:`surgeon.repair.adapter_space.AdapterBase`). Every restoration is
 logged with F's old values, so checkpoints, the tolerance rollback and the final mask need no
 second model copy; each eligible entry carries one uint8 state.
 """
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from surgeon.architecture import LayerList, embedding_parameters, is_norm_parameter
 from surgeon.errors import InputError, RuntimeFailure
-from surgeon.repair.lazy_base import LazyTensors
+from surgeon.repair.lazy_base import BaseValues
 from surgeon.repair.mask import RollbackMask
 from surgeon.repair.rollback_config import RollbackConfig
 from surgeon.repair.selection import (
@@ -86,7 +87,7 @@ class Slot:
 class Work:
     """The working model W, its eligible slots, the lazy base and the restoration logs."""
 
-    def __init__(self, model: nn.Module, slots: list[Slot], base: LazyTensors) -> None:
+    def __init__(self, model: nn.Module, slots: list[Slot], base: BaseValues) -> None:
         self.model = model
         self.slots = {s.name: s for s in slots}
         self.base = base
@@ -233,7 +234,7 @@ class Work:
         return RollbackMask(indices, shapes, self.eligible, metadata)
 
 
-def initial_slots(eligible: list[tuple[str, nn.Parameter]], base: LazyTensors) -> list[Slot]:
+def initial_slots(eligible: list[tuple[str, nn.Parameter]], base: BaseValues) -> list[Slot]:
     """Entry states: an entry equal to the base is never a candidate."""
     slots: list[Slot] = []
     for name, p in eligible:

@@ -503,10 +503,21 @@ class RollbackReport(RepairReport):
     """Restorations put back by the pruning."""
     selection: Literal["task-aware", "paper"]
     """The selection rule."""
+    space: Literal["entries", "adapter"] = "entries"
+    """Where entries were chosen and restored: ``entries`` of the model's weights (an adapter
+    merged first; the output a full model) or ``adapter``, a LoRA adapter's own tensors (a
+    factor's entry set to 0, a saved module copy's to the original's; the output an adapter)."""
     objective: Literal["answers", "cosine"]
     """The harmful loss whose gradient chose entries."""
     layer: int
     """Layer L: entries of layers ``0..L-1`` were eligible."""
+    n_task_items: int = 0
+    """Task prompts behind ``task_metric_before``/``_after``."""
+    task_metric_before_ci: Interval | None = None
+    """95% Wilson interval of ``task_metric_before`` (``exact``/``contains``; None for
+    ``likelihood``)."""
+    task_metric_after_ci: Interval | None = None
+    """The same for ``task_metric_after``."""
     proxy: ProxyReport
     """The refusal proxy of the loop and its calibration."""
     proxy_harmful_base: Share
