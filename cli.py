@@ -277,18 +277,22 @@ def demo(
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the organism first."),
     overwrite: bool = OVERWRITE,
 ) -> None:
-    """Organism -> diagnose -> rollback repair -> diagnose again, with a before/after table."""
+    """Organism -> diagnose -> rollback repair of ft-harmful -> diagnose again; the same with
+    SAIL for ft-conflict; before/after tables."""
     from rich.console import Console
 
-    from surgeon.demo import before_after_table, card_table, run_demo
+    from surgeon.demo import before_after_table, card_table, run_demo, sail_table
 
     console = Console()
     console.print("[bold]surgeon demo[/bold]: building or loading the model organism...")
     result = run_demo(out, organism=organism, rebuild=rebuild, overwrite=overwrite)
     console.print(card_table(result.card))
     console.print(before_after_table(result))
+    console.print(sail_table(result))
     console.print(f"reports: {result.before.out_dir}, {result.repair.out_dir}, ")
     console.print(f"         {result.after.out_dir}")
+    console.print(f"SAIL:    {result.sail_before.out_dir}, {result.sail.out_dir}, ")
+    console.print(f"         {result.sail_after.out_dir}")
 
 
 @organism_app.command("build")

@@ -79,11 +79,14 @@ def _heads(result: Any) -> list[list[float]]:
 
 
 def run_probe() -> tuple[dict[str, Any], list[Row]]:
+    from probes.cras import CrasConfig, RuleJudge, run_cras
     from probes.focal import FocalConfig, attention_drift, capture_pairs, focal_scores
+    from surgeon.conflicts import organism_conflicts
     from surgeon.loading import load_model
 
     t0 = time.perf_counter()
     pairs = _pairs(ORGANISM)
+    items = organism_conflicts(ORGANISM / "prompts")
     out: dict[str, Any] = {"n_pairs": len(pairs), "top_k": TOP_K, "variants": {}}
     results: dict[tuple[str, str], Any] = {}
     rows: list[Row] = []
@@ -115,6 +118,21 @@ def run_probe() -> tuple[dict[str, Any], list[Row]]:
         entry["prompt_tokens"] = [mass.prompt_tokens_normal, mass.prompt_tokens_conflict]
         out["variants"][variant] = entry
         rows.append((f"{variant} load + capture", f"{t_load + t_capture:.2f} s", "", True))
+        t = time.perf_counter()
+        cras = run_cras(
+            loaded.model, loaded.tokenizer, items, CrasConfig(max_new_tokens=24), RuleJudge()
+        )
+        entry["cras_s"] = time.perf_counter() - t
+        entry["cras"] = {"mean": cras.mean, "violation_rate": cras.violation_rate}
+        rows.append(
+            (
+                f"{variant} CRAS (rule judge, 24 tokens)",
+                f"{cras.mean:.2f}, violations {100 * cras.violation_rate:.0f}%, "
+                f"{entry['cras_s']:.2f} s",
+                "",
+                True,
+            )
+        )
     out["drift"] = {}
     for rule in RULES:
         drift = attention_drift(results["base", rule], results["ft-conflict", rule], top=5)
@@ -137,7 +155,9 @@ def run_probe() -> tuple[dict[str, Any], list[Row]]:
     out["wall_s"] = time.perf_counter() - t0
     out["ok"] = out["wall_s"] <= PROBE_TARGET_S
     wall = f"{out['wall_s']:.1f} s"
-    rows.append(("wall (pair, 3 rules, drift)", wall, f"<= {PROBE_TARGET_S:.0f} s", out["ok"]))
+    rows.append(
+        ("wall (pair, 3 rules, drift, CRAS)", wall, f"<= {PROBE_TARGET_S:.0f} s", out["ok"])
+    )
     return out, [("probe", *r) for r in rows]
 
 

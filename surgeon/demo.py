@@ -1,8 +1,9 @@
 """``surgeon demo``: the whole story on the model organism.
 
 Build (or reuse) the organism, print its card, diagnose ``ft-harmful`` against ``base``, repair
-it with rollback, diagnose the repaired model again, and print a before/after table. Each step
-writes its usual output directory under ``--out``.
+it with rollback, diagnose the repaired model again; then the same for ``ft-conflict`` with the
+SAIL repair; and print a before/after table of each. Each step writes its usual output
+directory under ``--out``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class DemoResult:
     """The rollback repair of ft-harmful."""
     after: RunOutput
     """Diagnose of the repaired model against base."""
+    sail_before: RunOutput
+    """Diagnose of ft-conflict against base (the organism's held-out conflicts)."""
+    sail: RunOutput
+    """The SAIL repair of ft-conflict (``--merge``)."""
+    sail_after: RunOutput
+    """Diagnose of the SAIL-repaired (merged) model against base."""
 
 
 def organism_prompts(organism: Path) -> dict[str, Path]:
@@ -136,7 +143,29 @@ def run_demo(
     rep = replace(rep, rollback=replace(rep.rollback, layer=repair_layer(before.report)))
     repaired = run_repair(ft, base, rep, out=out / "repaired")
     after = run_diagnose(str(repaired.out_dir), base, diag, out=out / "diagnose-after")
-    return DemoResult(organism, card, before, repaired, after)
+    conflict = str(organism / "ft-conflict")
+    sail_before = run_diagnose(conflict, base, diag, out=out / "sail-diagnose-before")
+    sail = run_repair(conflict, base, sail_settings(organism), out=out / "sail-repaired")
+    merged = str(sail.out_dir / "merged")
+    sail_after = run_diagnose(merged, base, diag, out=out / "sail-diagnose-after")
+    return DemoResult(organism, card, before, repaired, after, sail_before, sail, sail_after)
+
+
+def sail_settings(organism: Path) -> Any:
+    """SAIL on ft-conflict: trained on the organism's conflict training split, measured on its
+    held-out splits, the merged model written for the diagnosis after."""
+    from surgeon.repair.sail_demo import DEMO_CONFIG
+    from surgeon.repair.sail_run import SailFiles, SailRun
+
+    p = organism_prompts(organism)
+    return SailRun(
+        files=SailFiles(
+            conflicts=organism / "prompts",
+            harmful_heldout=p["harmful_heldout"],
+            harmless=p["harmless_heldout"],
+        ),
+        sail=replace(DEMO_CONFIG, merge=True),
+    )
 
 
 def _pct(value: Any) -> str:
@@ -179,3 +208,47 @@ def before_after_table(result: DemoResult) -> Table:
     table.add_row("restored / decoder-layer weights", "", "", _pct(r.restored_fraction_decoder))
     table.add_row("verdict", "", b.verdict, a.verdict)
     return table
+
+
+def sail_table(result: DemoResult) -> Table:
+    """Conflict violations, CRAS and harm of ft-conflict before and after the SAIL repair, as
+    the two diagnoses measured them."""
+    b, a = result.sail_before.report, result.sail_after.report
+    assert isinstance(b, DiagnoseReport) and isinstance(a, DiagnoseReport)
+    table = Table(title="ft-conflict: before and after SAIL repair")
+    for column in ("", "base", "before", "after"):
+        table.add_column(column, justify="right" if column else "left")
+    bc, ac = b.cras, a.cras
+    if bc is not None and ac is not None:
+        table.add_row(
+            "conflict violation rate (held-out)",
+            _pct(bc.violation_rate_base),
+            _pct(bc.violation_rate),
+            _pct(ac.violation_rate),
+        )
+        table.add_row(
+            "CRAS (mean, 1-5)",
+            _num(bc.mean_base),
+            _num(bc.mean),
+            _num(ac.mean),
+        )
+    table.add_row(
+        "harmful rate (held-out, generated)",
+        _pct(b.behaviour.harmful_rate_base),
+        _pct(b.behaviour.harmful_rate),
+        _pct(a.behaviour.harmful_rate),
+    )
+    table.add_row(
+        "over-refusal (held-out harmless)",
+        _pct(b.behaviour.over_refusal_rate_base),
+        _pct(b.behaviour.over_refusal_rate),
+        _pct(a.behaviour.over_refusal_rate),
+    )
+    focal = b.focal.layers if b.focal is not None else []
+    table.add_row("focal layers (LoRA placed there)", "", ",".join(map(str, focal)), "")
+    table.add_row("verdict", "", b.verdict, a.verdict)
+    return table
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2f}"

@@ -83,8 +83,8 @@ def test_repair_choices_are_checked(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "[repair]\ntask_hold = 'sometimes'\n")
     with pytest.raises(InputError, match=r"c.toml: task_hold: must be one of on-restart"):
         resolve("repair", cfg, {})
-    with pytest.raises(InputError, match="--method sail is not implemented yet"):
-        resolve("repair", None, {}, method="sail")
+    with pytest.raises(InputError, match="--method must be one of rollback, sail; got 'graft'"):
+        resolve("repair", None, {}, method="graft")
 
 
 def _other_value(option: Option, tmp_path: Path) -> Any:
@@ -92,6 +92,7 @@ def _other_value(option: Option, tmp_path: Path) -> Any:
     special = {
         "judge": str(tmp_path),
         "cras_judge": str(tmp_path),
+        "focal_layers": "3,4",
         "device": "auto",
         "device_map": "auto",
         "dtype": "bfloat16",

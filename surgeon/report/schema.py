@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "3.0"
 """The one version of both report schemas; bumped on any change of keys or types."""
 
 
