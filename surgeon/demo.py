@@ -206,6 +206,13 @@ def before_after_table(result: DemoResult) -> Table:
     )
     table.add_row("task metric", "", _pct(r.task_metric_before), _pct(r.task_metric_after))
     table.add_row("restored / decoder-layer weights", "", "", _pct(r.restored_fraction_decoder))
+    if b.cras is not None and a.cras is not None:
+        table.add_row(
+            "conflict violation rate (held-out)",
+            _pct(b.cras.violation_rate_base),
+            _pct(b.cras.violation_rate),
+            _pct(a.cras.violation_rate),
+        )
     table.add_row("verdict", "", b.verdict, a.verdict)
     return table
 
