@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from surgeon.generation import model_device
 from surgeon.judges.logit import refusal_log_odds
-from surgeon.repair.task_metric import AnswerSet, row_cross_entropy
+from surgeon.repair.task_metric import AnswerSet, row_chunks, row_cross_entropy
 from surgeon.tokens import encode
 
 
@@ -47,7 +47,7 @@ def accumulate_sign_guard_grad(
     device = model_device(model)
     n = len(texts)
     total = 0.0
-    for rows in _chunks(n, batch_size):
+    for rows in row_chunks(n, batch_size):
         enc = encode(tokenizer, [texts[i] for i in rows], device)
         logits = model(**enc, use_cache=False).logits[:, -1, :]
         odds = refusal_log_odds(logits, token_ids)
@@ -69,7 +69,7 @@ def reference_losses(
     with torch.no_grad():
         rows = [
             row_cross_entropy(model, tokenizer, answers, r, first_token_share)
-            for r in _chunks(len(answers.answer_ids), batch_size)
+            for r in row_chunks(len(answers.answer_ids), batch_size)
         ]
     return torch.cat(rows).detach().cpu()
 
@@ -90,7 +90,7 @@ def accumulate_hinge_guard_grad(
     """
     n = len(answers.answer_ids)
     total = 0.0
-    for rows in _chunks(n, batch_size):
+    for rows in row_chunks(n, batch_size):
         loss = row_cross_entropy(model, tokenizer, answers, rows, first_token_share)
         ref = reference[rows.start : rows.stop].to(loss.device)
         hinge = torch.relu(loss - ref - slack).sum() / n
@@ -98,7 +98,3 @@ def accumulate_hinge_guard_grad(
             (weight * hinge).backward()
         total += float(hinge.detach())
     return total
-
-
-def _chunks(n: int, size: int) -> list[range]:
-    return [range(s, min(s + size, n)) for s in range(0, n, size)]

@@ -117,21 +117,11 @@ def answer_cross_entropy(
     if n_tokens == 0:
         raise ValueError("no answer tokens to score")
     total = 0.0
-    for start in range(0, n_answers, batch_size):
-        rows = range(start, min(start + batch_size, n_answers))
-        ids, att, target = _collate(answers, rows, pad, device)
+    for rows in row_chunks(n_answers, batch_size):
         with torch.set_grad_enabled(backward):
-            logits = model(
-                input_ids=ids,
-                attention_mask=att,
-                position_ids=position_ids_for(att),
-                use_cache=False,
-            ).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            loss = (1.0 - first_token_share) * (nll * target[:, 1:]).sum() / n_tokens
+            nll, tgt, first = _token_nll(model, answers, rows, pad, device)
+            loss = (1.0 - first_token_share) * (nll * tgt).sum() / n_tokens
             if first_token_share > 0:
-                first = target[:, 1:] & ~target[:, :-1]  # the first answer token of each row
                 loss = loss + first_token_share * (nll * first).sum() / n_answers
             if backward:
                 (loss * weight if weight != 1.0 else loss).backward()
@@ -148,17 +138,30 @@ def row_cross_entropy(
 ) -> Tensor:
     """Per-answer loss of the answers in ``rows``: ``1 - first_token_share`` of the answer's
     token-mean cross-entropy plus ``first_token_share`` of its first token's (graph kept)."""
-    device = model_device(model)
-    ids, att, target = _collate(answers, rows, pad_token_id(tokenizer), device)
+    nll, tgt, first = _token_nll(model, answers, rows, pad_token_id(tokenizer), model_device(model))
+    mean = (nll * tgt).sum(-1) / tgt.sum(-1).clamp(min=1)
+    return (1.0 - first_token_share) * mean + first_token_share * (nll * first).sum(-1)
+
+
+def row_chunks(n: int, size: int) -> list[range]:
+    """Consecutive row ranges of at most ``size`` rows covering ``0..n-1``."""
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _token_nll(
+    model: nn.Module, answers: AnswerSet, rows: range, pad_id: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One teacher-forced forward over the answers in ``rows``: each position's next-token
+    negative log-likelihood, the mask of answer targets and the mask of each row's first
+    answer token (graph kept when grad is enabled)."""
+    ids, att, target = _collate(answers, rows, pad_id, device)
     logits = model(
         input_ids=ids, attention_mask=att, position_ids=position_ids_for(att), use_cache=False
     ).logits
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     tgt = target[:, 1:]
-    mean = (nll * tgt).sum(-1) / tgt.sum(-1).clamp(min=1)
-    first = tgt & ~target[:, :-1]
-    return (1.0 - first_token_share) * mean + first_token_share * (nll * first).sum(-1)
+    return nll, tgt, tgt & ~target[:, :-1]
 
 
 def normalise(text: str) -> str:
