@@ -3,10 +3,14 @@
 Method (methods.md section 1, Arditi et al. 2024): at the post-instruction positions, the
 refusal direction after layer ``l`` is ``r_l = mean(harmful) - mean(harmless)``. Per layer we
 report its norm in both models, their cosine, and how well the unit *base* direction still
-separates the two classes in each model. A layer is selected causally: ablating its direction
-everywhere in the base must lower refusal on harmful prompts, adding it at that layer in the
-fine-tune must raise refusal on harmless prompts, and the ablation's KL on harmless prompts
-must stay small. Refusal is the first-token log-odds (:class:`surgeon.judges.FirstTokenScorer`).
+separates the two classes in each model. A layer is selected causally, in one model (the base
+when there is one, as Arditi et al. do): ablating its direction everywhere must lower refusal
+on harmful prompts, adding it at that layer must raise refusal on harmless prompts, and the
+ablation's KL on harmless prompts must stay small. With a base, the base's direction is also
+added to the fine-tune, reported as whether the fine-tune still responds to it. Refusal is the
+first-token log-odds of Arditi et al., with any refusal first token that also starts the
+model's own non-refusing answers replaced by its whole phrases
+(:mod:`probes.refusal_score`).
 
 The pieces run one model at a time (:func:`class_activations`, :func:`ablation_effects`,
 :func:`addition_effects`, :func:`summarize`), so a caller can hold one model in memory at once;
@@ -25,9 +29,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from probes.activations import collect_activations, forward_kwargs
 from probes.intervene import ablate_direction, add_direction
+from probes.refusal_score import RefusalScore, ScoreMode, answer_first_tokens, refusal_score
 from surgeon.chat import format_prompt
-from surgeon.generation import model_device
-from surgeon.judges.logit import FirstTokenScorer, refusal_log_odds
+from surgeon.generation import generate, model_device
+from surgeon.judges import KeywordJudge
 from surgeon.prompts import Prompt
 from surgeon.tokens import encode
 
@@ -46,6 +51,10 @@ class DirectionsConfig:
     """Largest first-token KL on harmless prompts that an ablation may cause (Arditi: 0.1)."""
     exclude_last: float = 0.2
     """Share of the last layers that are never candidates (Arditi: 20%)."""
+    refusal_score: ScoreMode = "auto"
+    """How the causal checks read refusal: ``auto`` replaces a refusal first token that also
+    starts one of the model's own non-refusing answers by its whole phrases; ``first-token``
+    and ``phrase`` force one reading (:mod:`probes.refusal_score`)."""
 
     def __post_init__(self) -> None:
         if self.positions < 1:
@@ -151,13 +160,17 @@ class CausalEffect:
     ablation: AblationEffect
     """Ablation in the base (in the model itself without a base)."""
     addition: AdditionEffect
-    """Addition in the fine-tune."""
+    """Addition in the same model as the ablation (Arditi et al. select the layer in one
+    model)."""
     score: float
     """Drop in harmful log-odds from ablation plus rise in harmless log-odds from addition."""
     kl_ok: bool
     """Whether the ablation's KL is within the bound."""
     valid: bool
     """Ablation lowers harmful refusal, addition raises harmless refusal, and KL is in bound."""
+    model_addition: AdditionEffect | None = None
+    """With a base: the base's direction added to the fine-tune, whether the fine-tune still
+    responds to it (not part of the selection)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,11 @@ class DirectionsResult:
     """The fine-tune's mean harmful activation per layer."""
     harmful_mean_base: Float[Tensor, "n_layers d_model"] | None
     """The base's mean harmful activation per layer (the rollback "harmful direction")."""
+    refusal_score: str = "first-token"
+    """How the causal checks read refusal: ``first-token`` or ``phrase`` (ambiguous first
+    tokens replaced by their whole refusal phrases, :mod:`probes.refusal_score`)."""
+    ambiguous_tokens: tuple[str, ...] = ()
+    """Refusal first tokens that also start the models' own non-refusing answers."""
 
 
 def format_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> list[str]:
@@ -303,19 +321,18 @@ def ablation_effects(
     harmful_texts: Sequence[str],
     harmless_texts: Sequence[str],
     batch_size: int = 16,
+    score: RefusalScore | None = None,
 ) -> list[AblationEffect]:
-    """Per candidate, ablate its unit direction everywhere: harmful refusal, harmless KL."""
-    scorer = FirstTokenScorer(tokenizer)
-    h0 = refusal_log_odds(
-        last_logits(model, tokenizer, harmful_texts, batch_size), scorer.token_ids
-    )
+    """Per candidate, ablate its unit direction everywhere: harmful refusal, harmless KL.
+
+    ``score``: how refusal is read (default: the first-token log-odds)."""
+    score = score or refusal_score(tokenizer, mode="first-token")
+    h0 = score.log_odds(model, tokenizer, harmful_texts, batch_size)
     l0 = last_logits(model, tokenizer, harmless_texts, batch_size)
     out = []
     for layer in candidates:
         with ablate_direction(model, directions[layer]):
-            h1 = refusal_log_odds(
-                last_logits(model, tokenizer, harmful_texts, batch_size), scorer.token_ids
-            )
+            h1 = score.log_odds(model, tokenizer, harmful_texts, batch_size)
             l1 = last_logits(model, tokenizer, harmless_texts, batch_size)
         out.append(
             AblationEffect(
@@ -337,19 +354,15 @@ def addition_effects(
     candidates: Sequence[int],
     harmless_texts: Sequence[str],
     batch_size: int = 16,
+    score: RefusalScore | None = None,
 ) -> list[AdditionEffect]:
     """For each candidate, add its (unnormalised) direction after that layer; harmless refusal."""
-    scorer = FirstTokenScorer(tokenizer)
-
-    def score() -> Tensor:
-        logits = last_logits(model, tokenizer, harmless_texts, batch_size)
-        return refusal_log_odds(logits, scorer.token_ids)
-
-    s0 = score()
+    score = score or refusal_score(tokenizer, mode="first-token")
+    s0 = score.log_odds(model, tokenizer, harmless_texts, batch_size)
     out = []
     for layer in candidates:
         with add_direction(model, layer, directions[layer]):
-            s1 = score()
+            s1 = score.log_odds(model, tokenizer, harmless_texts, batch_size)
         out.append(
             AdditionEffect(
                 layer=layer,
@@ -363,13 +376,19 @@ def addition_effects(
 
 
 def select_layer(
-    ablations: Sequence[AblationEffect], additions: Sequence[AdditionEffect], kl_bound: float
+    ablations: Sequence[AblationEffect],
+    additions: Sequence[AdditionEffect],
+    kl_bound: float,
+    model_additions: Sequence[AdditionEffect] = (),
 ) -> tuple[CausalEffect | None, tuple[CausalEffect, ...]]:
     """The valid candidate with the best combined effect (None when no candidate is valid).
 
-    Also returns every candidate's effects; the best invalid one is still worth reporting.
+    ``ablations`` and ``additions`` come from one model; ``model_additions`` (the fine-tune's
+    response, with a base) are attached, not scored. Also returns every candidate's effects;
+    the best invalid one is still worth reporting.
     """
     by_layer = {a.layer: a for a in additions}
+    in_model = {a.layer: a for a in model_additions}
     effects = []
     for ab in ablations:
         ad = by_layer.get(ab.layer)
@@ -379,7 +398,15 @@ def select_layer(
         rise = ad.logodds_after - ad.logodds_before
         kl_ok = ab.kl <= kl_bound
         effects.append(
-            CausalEffect(ab.layer, ab, ad, drop + rise, kl_ok, kl_ok and drop > 0 and rise > 0)
+            CausalEffect(
+                ab.layer,
+                ab,
+                ad,
+                drop + rise,
+                kl_ok,
+                kl_ok and drop > 0 and rise > 0,
+                in_model.get(ab.layer),
+            )
         )
     valid = [e for e in effects if e.valid]
     best = max(valid, key=lambda e: e.score) if valid else None
@@ -392,10 +419,13 @@ def build_result(
     ablations: Sequence[AblationEffect],
     additions: Sequence[AdditionEffect],
     config: DirectionsConfig,
+    scores: Sequence[RefusalScore] = (),
+    model_additions: Sequence[AdditionEffect] = (),
 ) -> DirectionsResult:
-    """Assemble the result from the pieces (each computed with one model in memory)."""
+    """Assemble the result from the pieces (each computed with one model in memory);
+    ``scores``: the refusal readings the causal checks used."""
     layers, drifted = summarize(acts, base)
-    best, effects = select_layer(ablations, additions, config.kl_bound)
+    best, effects = select_layer(ablations, additions, config.kl_bound, model_additions)
     shown = best or (max(effects, key=lambda e: e.score) if effects else None)
     return DirectionsResult(
         layers=layers,
@@ -409,6 +439,8 @@ def build_result(
         refusal_base=base.refusal if base is not None else None,
         harmful_mean=acts.harmful_mean,
         harmful_mean_base=base.harmful_mean if base is not None else None,
+        refusal_score="phrase" if any(sc.sequences for sc in scores) else "first-token",
+        ambiguous_tokens=tuple(sorted({t for sc in scores for t in sc.ambiguous})),
     )
 
 
@@ -437,6 +469,8 @@ def probe_directions(
     )
     ablations: list[AblationEffect] = []
     additions: list[AdditionEffect] = []
+    model_additions: list[AdditionEffect] = []
+    scores: list[RefusalScore] = []
     if config.n_causal > 0:
         ref_model, ref_tok = (
             (base_model, base_tok) if base_model is not None else (model, tokenizer)
@@ -445,6 +479,9 @@ def probe_directions(
         cands = candidate_layers(acts.harmful.shape[0], config.exclude_last)
         h_sub = causal_subset(harmful, config.n_causal)
         l_sub = causal_subset(harmless, config.n_causal)
+        ref_score = score_for(ref_model, ref_tok, [*h_sub, *l_sub], config)
+        score = score_for(model, tokenizer, [*h_sub, *l_sub], config)
+        scores = [ref_score, score]
         ablations = ablation_effects(
             ref_model,
             ref_tok,
@@ -453,8 +490,49 @@ def probe_directions(
             format_texts(ref_tok, h_sub),
             format_texts(ref_tok, l_sub),
             config.batch_size,
+            ref_score,
         )
         additions = addition_effects(
-            model, tokenizer, directions, cands, format_texts(tokenizer, l_sub), config.batch_size
+            ref_model,
+            ref_tok,
+            directions,
+            cands,
+            format_texts(ref_tok, l_sub),
+            config.batch_size,
+            ref_score,
         )
-    return build_result(acts, base_acts, ablations, additions, config)
+        if base_model is not None:
+            model_additions = addition_effects(
+                model,
+                tokenizer,
+                directions,
+                cands,
+                format_texts(tokenizer, l_sub),
+                config.batch_size,
+                score,
+            )
+    return build_result(acts, base_acts, ablations, additions, config, scores, model_additions)
+
+
+def score_for(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    config: DirectionsConfig,
+    responses: Sequence[str] | None = None,
+) -> RefusalScore:
+    """The refusal reading for ``model``: under ``auto``, from its own greedy answers to
+    ``prompts`` (``responses`` when already generated; else 16 tokens each)."""
+    if config.refusal_score != "auto":
+        return refusal_score(tokenizer, mode=config.refusal_score)
+    if responses is None:
+        responses = generate(
+            model,
+            tokenizer,
+            format_texts(tokenizer, prompts),
+            max_new_tokens=16,
+            batch_size=config.batch_size,
+            desc="answers for the refusal score",
+        )
+    refused = KeywordJudge().refused([p.prompt for p in prompts], list(responses))
+    return refusal_score(tokenizer, answer_first_tokens(tokenizer, responses, refused))

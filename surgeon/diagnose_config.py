@@ -50,6 +50,10 @@ class DiagnoseConfig:
     """Prompts per class for the causal layer selection (0 skips it)."""
     kl_bound: float = 0.1
     """KL bound for a candidate direction's ablation on harmless prompts."""
+    refusal_score: Literal["auto", "first-token", "phrase"] = "auto"
+    """How the causal check reads refusal: ``auto`` scores a refusal first token that also
+    starts one of the model's own non-refusing answers (``S`` of "Sorry" and "Sure") by its
+    whole refusal phrases, ``first-token`` never, ``phrase`` always."""
     compare_weights: bool = True
     """Compare weights with the base when both are local."""
     focal: bool = flag(True)
@@ -104,6 +108,7 @@ class DiagnoseConfig:
             batch_size=self.batch_size,
             n_causal=self.n_causal,
             kl_bound=self.kl_bound,
+            refusal_score=self.refusal_score,
         )
 
     def behaviour_config(self) -> BehaviourConfig:

@@ -31,8 +31,10 @@ from probes.directions import (
     causal_subset,
     class_activations,
     format_texts,
+    score_for,
 )
 from probes.focal import FocalResult, attention_drift
+from probes.refusal_score import RefusalScore
 from probes.weights import WeightsConfig, WeightsResult, compare_weights
 from surgeon.conflicts import ConflictItem, bundled_conflicts, load_conflicts
 from surgeon.diagnose_config import DiagnoseConfig
@@ -209,7 +211,7 @@ def _cras(run: ConflictProbeResult, base: ConflictProbeResult | None) -> schema.
 def _causal(d: DirectionsResult) -> schema.DirectionCausal | None:
     if d.causal is None:
         return None
-    ab, ad = d.causal.ablation, d.causal.addition
+    ab, ad, md = d.causal.ablation, d.causal.addition, d.causal.model_addition
     return schema.DirectionCausal(
         layer=d.causal.layer,
         ablation_in="base" if d.refusal_base is not None else "model",
@@ -221,12 +223,16 @@ def _causal(d: DirectionsResult) -> schema.DirectionCausal | None:
         kl_bound=d.kl_bound,
         kl_ok=d.causal.kl_ok,
         valid=d.causal.valid,
-        addition_in="model",
+        addition_in="base" if d.refusal_base is not None else "model",
         addition_refusal_rate_before=ad.rate_before,
         addition_refusal_rate_after=ad.rate_after,
         addition_logodds_before=ad.logodds_before,
         addition_logodds_after=ad.logodds_after,
         score=d.causal.score,
+        model_addition_refusal_rate_before=md.rate_before if md else None,
+        model_addition_refusal_rate_after=md.rate_after if md else None,
+        model_addition_logodds_before=md.logodds_before if md else None,
+        model_addition_logodds_after=md.logodds_after if md else None,
     )
 
 
@@ -246,6 +252,8 @@ def _directions(d: DirectionsResult) -> schema.Directions:
         selected_layer=d.selected_layer,
         most_drifted_layer=d.most_drifted_layer,
         causal=_causal(d),
+        refusal_score=d.refusal_score,
+        ambiguous_tokens=list(d.ambiguous_tokens),
     )
 
 
@@ -284,6 +292,8 @@ class _Run:
     ablations: list[AblationEffect]
     additions: list[AdditionEffect]
     conflict: ConflictProbeResult
+    score: RefusalScore
+    """How its causal check read refusal."""
 
 
 def _free(loaded: LoadedModel) -> None:
@@ -320,17 +330,26 @@ def _run_model(
     h_texts = format_texts(tok, causal_subset(prompts.harmful, dcfg.n_causal))
     l_texts = format_texts(tok, causal_subset(prompts.harmless, dcfg.n_causal))
     t0 = time.perf_counter()
-    ablations, additions = [], []
-    if dcfg.n_causal > 0 and ablate:
-        ablations = ablation_effects(model, tok, dirs, cands, h_texts, l_texts, dcfg.batch_size)
-    if dcfg.n_causal > 0 and add:
-        additions = addition_effects(model, tok, dirs, cands, l_texts, dcfg.batch_size)
-    timings[f"{stage}_causal_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     behaviour = measure_behaviour(
         model, tok, prompts.harmful, prompts.over_refusal, judge, config.behaviour_config()
     )
     timings[f"{stage}_behaviour_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    score = score_for(
+        model,
+        tok,
+        [*behaviour.harmful_prompts, *behaviour.over_refusal_prompts],
+        dcfg,
+        [*behaviour.harmful_responses, *behaviour.over_refusal_responses],
+    )
+    ablations, additions = [], []
+    if dcfg.n_causal > 0 and ablate:
+        ablations = ablation_effects(
+            model, tok, dirs, cands, h_texts, l_texts, dcfg.batch_size, score
+        )
+    if dcfg.n_causal > 0 and add:
+        additions = addition_effects(model, tok, dirs, cands, l_texts, dcfg.batch_size, score)
+    timings[f"{stage}_causal_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     conflict = probe_conflicts(
         model,
@@ -341,7 +360,7 @@ def _run_model(
         judge=cras_judge,
     )
     timings[f"{stage}_conflicts_s"] = time.perf_counter() - t0
-    return _Run(acts, behaviour, ablations, additions, conflict)
+    return _Run(acts, behaviour, ablations, additions, conflict, score)
 
 
 def _load(
@@ -407,7 +426,7 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
             "base",
             directions=None,
             ablate=True,
-            add=False,
+            add=True,
             focal_causal=True,
             cras_judge=cras_judge,
         )
@@ -428,13 +447,15 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
     )
     _free(loaded)
 
-    ablations = base_run.ablations if base_run else run.ablations
+    selecting = base_run or run
     directions = build_result(
         run.acts,
         base_run.acts if base_run else None,
-        ablations,
-        run.additions,
+        selecting.ablations,
+        selecting.additions,
         config.directions_config(),
+        [r.score for r in (base_run, run) if r is not None],
+        run.additions if base_run else (),
     )
     weights = None
     if (

@@ -140,6 +140,14 @@ def summary_table(report: Report) -> Table:
         Row("Harmful prompts", (fmt_num(b.n_harmful), "")),
         Row("Harmless prompts", (fmt_num(b.n_harmless), "")),
         Row("Selected layer", (fmt_layers(d.selected_layer), "")),
+        Row(
+            "Refusal read by",
+            (
+                d.refusal_score
+                + (f" ({', '.join(d.ambiguous_tokens)} ambiguous)" if d.ambiguous_tokens else ""),
+                "",
+            ),
+        ),
         Row("Most drifted layer", (fmt_layers(d.most_drifted_layer), "")),
         Row("Changed weight fraction", (fmt_rate(w.changed_fraction if w else None), "")),
         Row("Most changed layers", (fmt_layers(w.most_changed_layers if w else None), "")),

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = "3.0"
+SCHEMA_VERSION = "3.1"
 """The one version of both report schemas; bumped on any change of keys or types."""
 
 
@@ -127,8 +127,8 @@ class DirectionCausal(_Model):
     """``ablation_kl <= kl_bound``."""
     valid: bool
     """KL within bound, refusal dropped when ablated and rose when added."""
-    addition_in: Literal["model"]
-    """Which model the direction was added to."""
+    addition_in: Literal["base", "model"]
+    """Which model the direction was added to (the one it was ablated in)."""
     addition_refusal_rate_before: Share
     """Refusal rate on harmless prompts, without the addition."""
     addition_refusal_rate_after: Share
@@ -139,6 +139,14 @@ class DirectionCausal(_Model):
     """The same, with it."""
     score: Num
     """Log-odds drop under ablation plus rise under addition."""
+    model_addition_refusal_rate_before: OptShare = None
+    """With a base: the fine-tune's refusal rate on harmless prompts, unchanged."""
+    model_addition_refusal_rate_after: OptShare = None
+    """The same with the base's direction added to the fine-tune at this layer."""
+    model_addition_logodds_before: Num = None
+    """Its mean refusal log-odds without the addition."""
+    model_addition_logodds_after: Num = None
+    """The same with it (does the fine-tune still respond to the direction?)."""
 
 
 class Directions(_Model):
@@ -152,6 +160,11 @@ class Directions(_Model):
     """Where the fine-tune lost most separation (None without a base)."""
     causal: DirectionCausal | None
     """The selected layer's causal check (or the best invalid one); None when skipped."""
+    refusal_score: Literal["first-token", "phrase"] = "first-token"
+    """How the causal check read refusal: ``phrase`` when a refusal first token also started
+    the models' own non-refusing answers and was scored by its whole phrases instead."""
+    ambiguous_tokens: list[str] = Field(default_factory=list)
+    """Those ambiguous refusal first tokens."""
 
 
 class ModuleChange(_Model):
