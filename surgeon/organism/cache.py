@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from surgeon.errors import InputError
@@ -74,12 +76,39 @@ def ensure_organism(
     if not rebuild and is_complete(path, config):
         _relink_adapter(path)
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(path):
+        # another process may have built it while this one waited
+        if not rebuild and is_complete(path, config):
+            _relink_adapter(path)
+            return path
+        return _build(path, config)
+
+
+@contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``path`` (no-op without fcntl), so
+    two processes asking for the same organism build it once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path.parent / f".{path.name}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(path: Path, config: OrganismConfig) -> Path:
+    """Build into a temporary sibling and rename it into place."""
     if path.exists() and any(path.iterdir()) and not (path / "card.json").is_file():
         raise InputError(
             f"{path}: exists and is not a surgeon organism (no card.json); "
             "refusing to overwrite it; choose another directory or remove it"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
     try:
         build_organism(tmp, config, final_dir=path)
