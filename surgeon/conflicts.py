@@ -115,6 +115,28 @@ def load_conflicts(path: str | Path) -> list[ConflictItem]:
     return items
 
 
+def read_conflict_source(path: str | Path) -> tuple[list[ConflictItem], list[ConflictItem] | None]:
+    """A conflicts ``.jsonl`` file (no held-out split: ``(items, None)``) or a model organism's
+    ``prompts/`` directory (its ``(train, heldout)`` splits), for every command's
+    ``--conflicts``."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "conflict_train.jsonl").is_file():
+            raise InputError(
+                f"{path}: a --conflicts directory must be a model organism's prompts/ (with "
+                "conflict_train.jsonl); otherwise give a conflicts .jsonl file"
+            )
+        return organism_conflicts(path, "train"), organism_conflicts(path, "heldout")
+    return load_conflicts(path), None
+
+
+def diagnose_conflicts(path: str | Path) -> list[ConflictItem]:
+    """What ``surgeon diagnose --conflicts`` measures: the file's items, or an organism's
+    held-out split."""
+    items, heldout = read_conflict_source(path)
+    return heldout if heldout is not None else items
+
+
 def save_conflicts(items: Sequence[ConflictItem], path: str | Path) -> Path:
     """Write ``items`` as a conflicts file that :func:`load_conflicts` reads back."""
     path = Path(path)

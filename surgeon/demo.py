@@ -65,22 +65,20 @@ def organism_prompts(organism: Path) -> dict[str, Path]:
     }
 
 
-def demo_settings(
-    organism: Path, seed: int = 0, conflicts: Path | None = None
-) -> tuple[DiagnoseConfig, RollbackRun]:
+def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, RollbackRun]:
     """Diagnose and repair settings that read the organism's own prompt splits.
 
     The organism speaks a small templated language, so its held-out harmful and harmless
     splits stand in for the bundled sets; its held-out harmless split is the over-refusal set;
-    ``conflicts``: its held-out conflicts written as a conflicts file
-    (:func:`write_organism_conflicts`), answered in 24 tokens (its context is 64).
+    its held-out conflicts (``--conflicts`` of its ``prompts/``) are answered in 24 tokens (its
+    context is 64).
     """
     p = organism_prompts(organism)
     diagnose = DiagnoseConfig(
         harmful=p["harmful_heldout"],
         harmless=p["harmless_train"],
         over_refusal=p["harmless_heldout"],
-        conflicts=conflicts,
+        conflicts=organism / "prompts",
         conflict_max_new_tokens=24,
         max_conflicts=100,
         seed=seed,
@@ -99,13 +97,6 @@ def demo_settings(
         rollback=RollbackConfig(include_embeddings=True, seed=seed),
     )
     return diagnose, repair
-
-
-def write_organism_conflicts(organism: Path, path: Path) -> Path:
-    """The organism's held-out system-vs-user conflicts as a ``--conflicts`` file."""
-    from surgeon.conflicts import organism_conflicts, save_conflicts
-
-    return save_conflicts(organism_conflicts(organism / "prompts"), path)
 
 
 def repair_layer(diagnosis: DiagnoseReport) -> int | None:
@@ -135,8 +126,7 @@ def run_demo(
     organism = ensure_organism(organism, rebuild=rebuild)
     card = json.loads((organism / "card.json").read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
-    conflicts = write_organism_conflicts(organism, out / "conflicts.jsonl")
-    diag, rep = demo_settings(organism, conflicts=conflicts)
+    diag, rep = demo_settings(organism)
     base, ft = str(organism / "base"), str(organism / "ft-harmful")
     before = run_diagnose(ft, base, diag, out=out / "diagnose-before")
     assert isinstance(before.report, DiagnoseReport)

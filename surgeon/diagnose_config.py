@@ -30,8 +30,9 @@ class DiagnoseConfig:
     over_refusal: Path | None = flag(None)
     """Benign-but-scary prompt file for over-refusal (default: the bundled set)."""
     conflicts: Path | None = flag(None)
-    """System-vs-user conflict file (``.jsonl``: system, prompt, conflict, constraint; default:
-    the bundled set)."""
+    """System-vs-user conflict file (``.jsonl``: system, prompt, conflict, constraint) or a
+    model organism's ``prompts/`` directory (its held-out conflicts); default: the bundled
+    set."""
     max_prompts: int = flag(128)
     """Prompts per set at most (a seeded sample keeping file order)."""
     max_new_tokens: int = flag(32)

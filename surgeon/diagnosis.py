@@ -36,7 +36,7 @@ from probes.directions import (
 from probes.focal import FocalResult, attention_drift
 from probes.refusal_score import RefusalScore
 from probes.weights import WeightsConfig, WeightsResult, compare_weights
-from surgeon.conflicts import ConflictItem, bundled_conflicts, load_conflicts
+from surgeon.conflicts import ConflictItem, bundled_conflicts, diagnose_conflicts
 from surgeon.diagnose_config import DiagnoseConfig
 from surgeon.judges import Judge
 from surgeon.loading import LoadedModel, check_compatible, load_model, resolve_source
@@ -408,7 +408,7 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
             (config.over_refusal, "over_refusal"),
         )
     )
-    items = load_conflicts(config.conflicts) if config.conflicts else bundled_conflicts()
+    items = diagnose_conflicts(config.conflicts) if config.conflicts else bundled_conflicts()
     conflicts = sample_prompts(items, config.max_conflicts, config.seed)  # type: ignore[arg-type]
     prompts = _Prompts(harmful, harmless, over_refusal, conflicts)  # type: ignore[arg-type]
     judge = config.make_judge()

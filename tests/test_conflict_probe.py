@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from surgeon.demo import write_organism_conflicts
 from surgeon.testing import save_tiny
 
 runner = CliRunner()
@@ -20,7 +19,7 @@ runner = CliRunner()
 def conflict_report(organism_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``surgeon diagnose ft-conflict --base base`` on the organism's held-out conflicts."""
     root = tmp_path_factory.mktemp("conflict")
-    conflicts = write_organism_conflicts(organism_dir, root / "conflicts.jsonl")
+    conflicts = organism_dir / "prompts"  # its held-out conflicts
     (root / "s.toml").write_text("[diagnose]\nconflict_max_new_tokens = 24\nmax_conflicts = 100\n")
     p = organism_dir / "prompts"
     result = runner.invoke(

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from surgeon.conflicts import ConflictItem, bundled_conflicts, load_conflicts, organism_conflicts
+from surgeon.conflicts import (
+    ConflictItem,
+    bundled_conflicts,
+    diagnose_conflicts,
+    load_conflicts,
+    organism_conflicts,
+    read_conflict_source,
+    save_conflicts,
+)
 from surgeon.errors import InputError
 from surgeon.organism.build import write_prompts
 from surgeon.organism.data import make_data
@@ -175,3 +183,19 @@ def test_organism_bad_split_and_missing_files(tmp_path: Path) -> None:
         organism_conflicts(tmp_path, "test")
     with pytest.raises(InputError, match=r"conflict_heldout\.jsonl: no such"):
         organism_conflicts(tmp_path)
+
+
+def test_one_reader_for_files_and_organism_directories(
+    organism_prompts: Path, tmp_path: Path
+) -> None:
+    """Every command's --conflicts: a file is read as is (no held-out split), an organism's
+    prompts/ gives its two splits; diagnose measures the held-out one."""
+    train, heldout = read_conflict_source(organism_prompts)
+    assert heldout == organism_conflicts(organism_prompts, "heldout")
+    assert train == organism_conflicts(organism_prompts, "train")
+    assert diagnose_conflicts(organism_prompts) == heldout
+    path = save_conflicts(heldout[:3], tmp_path / "c.jsonl")
+    assert read_conflict_source(path) == (heldout[:3], None)
+    assert diagnose_conflicts(path) == heldout[:3]
+    with pytest.raises(InputError, match="must be a model organism's prompts/"):
+        diagnose_conflicts(tmp_path)

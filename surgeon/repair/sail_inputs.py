@@ -14,10 +14,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
-from surgeon.conflicts import ConflictItem, bundled_conflicts, load_conflicts, organism_conflicts
+from surgeon.conflicts import ConflictItem, bundled_conflicts
 from surgeon.errors import InputError
 from surgeon.prompts import Prompt, load_bundled
 from surgeon.repair.prompt_sets import sample_prompts, split_harmful, split_recovery
@@ -47,19 +46,6 @@ def sample(items: Sequence[T], n: int | None, seed: int) -> list[T]:
         return list(items)
     keep = sorted(random.Random(seed).sample(range(len(items)), n))
     return [items[i] for i in keep]
-
-
-def read_conflict_source(path: Path) -> tuple[list[ConflictItem], list[ConflictItem] | None]:
-    """A conflicts file (no held-out split) or an organism ``prompts/`` directory (its train
-    and held-out splits)."""
-    if path.is_dir():
-        if not (path / "conflict_train.jsonl").is_file():
-            raise InputError(
-                f"{path}: a --conflicts directory must be a model organism's prompts/ (with "
-                "conflict_train.jsonl); otherwise give a conflicts .jsonl file"
-            )
-        return organism_conflicts(path, "train"), organism_conflicts(path, "heldout")
-    return load_conflicts(path), None
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,9 @@ def _prompts(path: Path | None) -> list[Prompt] | None:
 def run(model: str, base: str | None, config: Run, work_dir: Path, out_dir: Path) -> RepairReport:
     """Repair ``model`` (against ``base``, optional) into ``work_dir``; the report names
     ``out_dir``."""
+    from surgeon.conflicts import read_conflict_source
     from surgeon.repair.sail import sail_repair
     from surgeon.repair.sail_data import load_preferences
-    from surgeon.repair.sail_inputs import read_conflict_source
 
     files = config.files
     conflicts = heldout = None
