@@ -40,4 +40,4 @@ def test_concurrent_requests_build_once(tmp_path: Path, monkeypatch: pytest.Monk
         t.join(timeout=30)
     assert results == [target.absolute()] * 2
     assert len(builds) == 1
-    assert not [p for p in tmp_path.iterdir() if ".building-" in p.name]
+    assert [p.name for p in tmp_path.iterdir()] == ["organism"]  # nothing left beside it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -76,6 +77,7 @@ def ensure_organism(
     if not rebuild and is_complete(path, config):
         _relink_adapter(path)
         return path
+    _refuse_foreign(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(path):
         # another process may have built it while this one waited
@@ -85,16 +87,27 @@ def ensure_organism(
         return _build(path, config)
 
 
+def _refuse_foreign(path: Path) -> None:
+    """An existing directory that is not an organism (no card.json) is never overwritten."""
+    if path.exists() and any(path.iterdir()) and not (path / "card.json").is_file():
+        raise InputError(
+            f"{path}: exists and is not a surgeon organism (no card.json); "
+            "refusing to overwrite it; choose another directory or remove it"
+        )
+
+
 @contextmanager
 def _build_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``.<name>.lock`` beside ``path`` (no-op without fcntl), so
-    two processes asking for the same organism build it once."""
+    """Hold an exclusive lock for ``path`` (no-op without fcntl), so two processes asking for
+    the same organism build it once. The lock file lives in the temporary directory, named by
+    a hash of the path, so nothing is left beside the organism."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(path.parent / f".{path.name}.lock", "a+") as handle:
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"surgeon-organism-{key}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -104,11 +117,7 @@ def _build_lock(path: Path) -> Iterator[None]:
 
 def _build(path: Path, config: OrganismConfig) -> Path:
     """Build into a temporary sibling and rename it into place."""
-    if path.exists() and any(path.iterdir()) and not (path / "card.json").is_file():
-        raise InputError(
-            f"{path}: exists and is not a surgeon organism (no card.json); "
-            "refusing to overwrite it; choose another directory or remove it"
-        )
+    _refuse_foreign(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
     try:
         build_organism(tmp, config, final_dir=path)
