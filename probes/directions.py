@@ -51,6 +51,9 @@ class DirectionsConfig:
     """Largest first-token KL on harmless prompts that an ablation may cause (Arditi: 0.1)."""
     exclude_last: float = 0.2
     """Share of the last layers that are never candidates (Arditi: 20%)."""
+    causal_layers: int | None = None
+    """Candidate layers the causal checks test at most, evenly spaced (None: every candidate);
+    each costs forward passes of both checks, which dominate a diagnose of a deep model."""
     refusal_score: ScoreMode = "auto"
     """How the causal checks read refusal: ``auto`` replaces a refusal first token that also
     starts one of the model's own non-refusing answers by its whole phrases; ``first-token``
@@ -65,6 +68,8 @@ class DirectionsConfig:
             raise ValueError(f"n_causal must be >= 0, got {self.n_causal}")
         if self.kl_bound <= 0:
             raise ValueError(f"kl_bound must be > 0, got {self.kl_bound}")
+        if self.causal_layers is not None and self.causal_layers < 1:
+            raise ValueError(f"causal_layers must be >= 1 or unset, got {self.causal_layers}")
         if not 0 <= self.exclude_last < 1:
             raise ValueError(f"exclude_last must be in [0, 1), got {self.exclude_last}")
 
@@ -281,9 +286,18 @@ def summarize(
     return tuple(stats), drifted
 
 
-def candidate_layers(n_layers: int, exclude_last: float) -> list[int]:
-    """Layers that may be selected: all but the last ``exclude_last`` share (at least one)."""
-    return list(range(max(1, int(n_layers * (1.0 - exclude_last)))))
+def candidate_layers(
+    n_layers: int, exclude_last: float, max_candidates: int | None = None
+) -> list[int]:
+    """Layers that may be selected: all but the last ``exclude_last`` share (at least one);
+    with ``max_candidates``, that many of them evenly spaced (first and last kept)."""
+    layers = list(range(max(1, int(n_layers * (1.0 - exclude_last)))))
+    if max_candidates is None or max_candidates >= len(layers):
+        return layers
+    if max_candidates == 1:
+        return [layers[len(layers) // 2]]
+    step = (len(layers) - 1) / (max_candidates - 1)
+    return sorted({layers[round(i * step)] for i in range(max_candidates)})
 
 
 @torch.no_grad()
@@ -476,7 +490,7 @@ def probe_directions(
             (base_model, base_tok) if base_model is not None else (model, tokenizer)
         )
         directions = (base_acts or acts).refusal
-        cands = candidate_layers(acts.harmful.shape[0], config.exclude_last)
+        cands = candidate_layers(acts.harmful.shape[0], config.exclude_last, config.causal_layers)
         h_sub = causal_subset(harmful, config.n_causal)
         l_sub = causal_subset(harmless, config.n_causal)
         ref_score = score_for(ref_model, ref_tok, [*h_sub, *l_sub], config)

@@ -51,6 +51,9 @@ class DiagnoseConfig:
     """Prompts per class for the causal layer selection (0 skips it)."""
     kl_bound: float = 0.1
     """KL bound for a candidate direction's ablation on harmless prompts."""
+    causal_layers: int | None = None
+    """Candidate layers the causal selection tests at most, evenly spaced over the first 80%
+    (unset: every one); the checks' forward passes dominate a diagnose of a deep model."""
     refusal_score: Literal["auto", "first-token", "phrase"] = "auto"
     """How the causal check reads refusal: ``auto`` scores a refusal first token that also
     starts one of the model's own non-refusing answers (``S`` of "Sorry" and "Sure") by its
@@ -93,6 +96,8 @@ class DiagnoseConfig:
             raise InputError(f"n_causal must be >= 0, got {self.n_causal}")
         if self.kl_bound <= 0:
             raise InputError(f"kl_bound must be > 0, got {self.kl_bound}")
+        if self.causal_layers is not None and self.causal_layers < 1:
+            raise InputError(f"causal_layers must be >= 1 or unset, got {self.causal_layers}")
         if self.focal_draws < 5:
             raise InputError(f"focal_draws must be >= 5, got {self.focal_draws}")
         if self.cras_judge is not None and not self.cras_judge.is_dir():
@@ -109,6 +114,7 @@ class DiagnoseConfig:
             batch_size=self.batch_size,
             n_causal=self.n_causal,
             kl_bound=self.kl_bound,
+            causal_layers=self.causal_layers,
             refusal_score=self.refusal_score,
         )
 

@@ -326,7 +326,7 @@ def _run_model(
     acts = class_activations(model, tok, prompts.harmful, prompts.harmless, dcfg)
     timings[f"{stage}_activations_s"] = time.perf_counter() - t0
     dirs = directions if directions is not None else acts.refusal
-    cands = candidate_layers(acts.harmful.shape[0], dcfg.exclude_last)
+    cands = candidate_layers(acts.harmful.shape[0], dcfg.exclude_last, dcfg.causal_layers)
     h_texts = format_texts(tok, causal_subset(prompts.harmful, dcfg.n_causal))
     l_texts = format_texts(tok, causal_subset(prompts.harmless, dcfg.n_causal))
     t0 = time.perf_counter()

