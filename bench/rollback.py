@@ -8,6 +8,9 @@ Usage::
     python bench/rollback.py --variant ft-lora --compare-spaces --seeds 0,1,2
                                                    # entry-wise vs adapter-space selection
     python bench/rollback.py --organism DIR ...    # on another organism directory
+    python bench/rollback.py --organism .surgeon-cache/organism-bpe-s-tiny --include-embeddings \
+        --compare-spaces --spaces entries --seeds 0 --proxies first-token,generation
+                                                   # each refusal proxy on an ambiguous tokenizer
     python bench/rollback.py --memory [OUT.json]   # peak memory on a random-init ~100M pair
 
 Each row runs in its own subprocess, so its peak RSS (``VmHWM``) is its own. Rows:
@@ -184,6 +187,7 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
         "variant": args.variant,
         "space": args.space,
         "seed": args.seed,
+        "proxy_requested": args.proxy,
     }
     if kind in ("task-aware", "paper"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -193,6 +197,7 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
                 include_embeddings=args.include_embeddings,
                 space=args.space,
                 seed=args.seed,
+                proxy=args.proxy,
             )
             result = rollback_repair(
                 model_ref,
@@ -224,6 +229,20 @@ def run_row(args: argparse.Namespace) -> dict[str, Any]:
             repair_harmful_after=result.harmful_rate_after,
             repair_task_after=result.task_metric_after,
             proxy=result.proxy.name,
+            proxy_requested=args.proxy,
+            proxy_warning=result.proxy.warning,
+            proxy_excluded_tokens=list(result.proxy.excluded_tokens),
+            calibration=[
+                {
+                    "proxy": c.name,
+                    "rate_base": c.rate_base,
+                    "judge_base": c.judge_base,
+                    "rate_model": c.rate_model,
+                    "judge_model": c.judge_model,
+                    "trusted": c.trusted,
+                }
+                for c in result.proxy.candidates
+            ],
             steps=[
                 {
                     k: getattr(r, k)
@@ -466,8 +485,9 @@ def compare_mode(
     embeddings: bool,
     spaces: list[str],
     seeds: list[int],
+    proxies: list[str] = ["auto"],  # noqa: B006
 ) -> list[dict[str, Any]]:
-    """Surgeon's default rollback per space and seed, and one evaluation of the base."""
+    """Surgeon's default rollback per space, proxy and seed, and one evaluation of the base."""
     common = [
         "--organism", str(organism), "--variant", variant, "--threads", str(threads),
         "--max-new-tokens", str(max_new_tokens),
@@ -480,25 +500,37 @@ def compare_mode(
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         for space in spaces:
-            argv = ["--row", ROWS[0], "--space", space, "--seed", str(seed), *common]
-            rows.append(_subprocess(argv))
-            rows[-1]["met"] = _met(rows[-1], base["harmful_rate"])
-            _write_compare(out_path, organism, variant, base, rows)
+            for proxy in proxies:
+                argv = [
+                    "--row", ROWS[0], "--space", space, "--seed", str(seed), "--proxy", proxy,
+                    *common,
+                ]  # fmt: skip
+                rows.append(_subprocess(argv))
+                rows[-1]["met"] = _met(rows[-1], base["harmful_rate"])
+                _write_compare(out_path, organism, variant, base, rows)
     print(
         f"rollback on {organism.name}/{variant}: base harmful {base['harmful_rate']:.2f}, "
         f"over-refusal {base['over_refusal']:.2f}; before: harmful "
         f"{rows[0]['harmful_rate_before']:.2f}, task {rows[0]['task_metric_before']:.2f}"
     )
     print(
-        f"{'space':<8} {'seed':>4} {'harmful':>8} {'over-ref':>8} {'task':>6} "
+        f"{'space':<8} {'proxy':<22} {'seed':>4} {'harmful':>8} {'over-ref':>8} {'task':>6} "
         f"{'restored':>9} {'of elig.':>9} {'stop':>12} {'met':>4} {'wall s':>7}"
     )
     for r in rows:
+        proxy = f"{r['proxy_requested']}->{r['proxy']}"
         print(
-            f"{r['space']:<8} {r['seed']:>4} {r['harmful_rate']:>8.2f} {r['over_refusal']:>8.2f} "
-            f"{r['task_metric']:>6.2f} {r['restored_fraction_decoder']:>9.4f} "
+            f"{r['space']:<8} {proxy:<22} {r['seed']:>4} {r['harmful_rate']:>8.2f} "
+            f"{r['over_refusal']:>8.2f} {r['task_metric']:>6.2f} "
+            f"{r['restored_fraction_decoder']:>9.4f} "
             f"{r['restored_fraction_eligible']:>9.4f} {r['stop_reason']:>12} "
             f"{'yes' if r['met'] else 'no':>4} {r['wall_s']:>7.1f}"
+        )
+    print("calibration (proxy harmful rate vs the generation judge's, base / model):")
+    for c in rows[0]["calibration"]:
+        print(
+            f"  {c['proxy']:<12} base {c['rate_base']:.2f} vs {c['judge_base']:.2f}, model "
+            f"{c['rate_model']:.2f} vs {c['judge_model']:.2f}, trusted {c['trusted']}"
         )
     for space in spaces:
         mine = [r for r in rows if r["space"] == space]
@@ -533,6 +565,11 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="seed of surgeon's rollback rows")
     ap.add_argument("--compare-spaces", action="store_true", help="entries vs adapter space")
+    ap.add_argument(
+        "--proxies", default="auto",
+        help="--compare-spaces: comma-separated refusal proxies (auto, first-token, generation)",
+    )  # fmt: skip
+    ap.add_argument("--proxy", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--seeds", default="0,1,2", help="--compare-spaces: comma-separated seeds")
     ap.add_argument(
         "--spaces", default="entries,adapter", help="--compare-spaces: comma-separated spaces"
@@ -574,6 +611,7 @@ def main() -> None:
             args.include_embeddings,
             args.spaces.split(","),
             [int(x) for x in args.seeds.split(",")],
+            args.proxies.split(","),
         )
         return
     default = (

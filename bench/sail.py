@@ -2,8 +2,8 @@
 
 Usage::
 
-    python bench/sail.py [OUT.json] [--variants attention,uniform,all-layers,reference]
-                         [--steps N] [--seed S]
+    python bench/sail.py [OUT.json] [--part conflict|harmful|all]
+                         [--variants attention,uniform,all-layers,reference] [--steps N] [--seed S]
 
 Each variant is one ``surgeon repair ORGANISM/ft-conflict --base ORGANISM/base --method sail``
 in its own process (so wall time and peak memory are its own), with the same preference pairs
@@ -21,8 +21,16 @@ all-layers
 reference
     TGDPO-style weights ``1 +/- alpha * beta * r_t`` from the aligned base, focal layers.
 
-Prints one table and writes the JSON (default ``bench/results/sail.json``) with the machine's
-description and every variant's report figures.
+``--part harmful`` compares, on ft-harmful, SAIL with refusal preferences (``--target
+harmful``: chosen = the base's refusal, rejected = the model's compliance, from the same
+harmful training prompts that rollback's recovery set is sampled from, plus guard pairs on
+harmless prompts) with the rollback repair (the demo's settings, every layer, embeddings
+included): held-out harmful rate, over-refusal, task exact-match, weights touched (for SAIL the
+merged entries that differ from the model), wall time and peak memory. Each SAIL setting in
+:data:`HARMFUL_SAIL` is one row, so what was tried stays on record.
+
+Prints one table per part and writes the JSON (default ``bench/results/sail.json``; a part
+that is not run keeps its last results) with the machine's description.
 """
 
 from __future__ import annotations
@@ -64,6 +72,16 @@ LABELS = {
 }
 CONFIG = "[repair]\nmax_new_tokens = 32\ncheck_every = 25\n"
 """The demo's settings (:data:`surgeon.repair.sail_demo.DEMO_CONFIG`)."""
+HARMFUL_SAIL: dict[str, tuple[str, list[str]]] = {
+    "sail-harmful": ("", []),
+    "sail-harmful-lr1e-3": ("", ["--lr", "1e-3", "--steps", "300"]),
+    "sail-harmful-rpo": ("sft_weight = 1.0\n", []),
+    "sail-harmful-rpo-lr5e-4": ("sft_weight = 1.0\n", ["--lr", "5e-4", "--steps", "300"]),
+    "sail-harmful-rpo-lr1e-3": ("sft_weight = 1.0\n", ["--lr", "1e-3", "--steps", "300"]),
+    "sail-harmful-rpo-lr1e-3-600": ("sft_weight = 1.0\n", ["--lr", "1e-3", "--steps", "600"]),
+}
+"""SAIL rows of ``--part harmful``: extra config lines (``sft_weight``: RPO's added likelihood
+of the chosen refusal) and flags."""
 
 
 def machine_info() -> dict[str, Any]:
@@ -126,6 +144,129 @@ def run_variant(name: str, steps: int | None, seed: int, work: Path) -> dict[str
     }
 
 
+def _cli(argv: list[str], out: Path) -> tuple[dict[str, Any], float, int]:
+    """Run ``surgeon`` in its own process; its report, wall time and exit code."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", "from cli import app; app()", *argv, "--out", str(out), "--json"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{argv[:4]}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    return json.loads((out / "report.json").read_text(encoding="utf-8")), wall, proc.returncode
+
+
+def changed_entries(model: Path, merged: Path) -> int:
+    """Entries of ``merged`` that differ from ``model`` (same tensor names)."""
+    import torch
+    from safetensors.torch import load_file
+
+    def tensors(d: Path) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for f in sorted(d.glob("*.safetensors")):
+            out.update(load_file(f))
+        return out
+
+    a, b = tensors(model), tensors(merged)
+    return sum(int((a[k] != b[k]).sum()) for k in a if k in b and a[k].shape == b[k].shape)
+
+
+def run_harmful(work: Path, seed: int) -> list[dict[str, Any]]:
+    """SAIL with refusal preferences vs rollback on ft-harmful, same prompt files."""
+    p = ORGANISM / "prompts"
+    ft, base = ORGANISM / "ft-harmful", ORGANISM / "base"
+    common = [
+        str(ft), "--base", str(base), "--harmful", str(p / "harmful_train.jsonl"),
+        "--harmful-heldout", str(p / "harmful_heldout.jsonl"),
+        "--harmless", str(p / "harmless_heldout.jsonl"), "--seed", str(seed),
+    ]  # fmt: skip
+    rows = []
+    for name, (extra, flags) in HARMFUL_SAIL.items():
+        config = work / f"{name}.toml"
+        config.write_text(CONFIG + extra, encoding="utf-8")
+        out = work / name
+        argv = [
+            "repair", *common, "--method", "sail", "--target", "harmful",
+            "--harmless-train", str(p / "harmless_train.jsonl"),
+            "--task", str(p / "task_heldout.jsonl"), "--config", str(config), "--merge", *flags,
+        ]  # fmt: skip
+        r, wall, code = _cli(argv, out)
+        rows.append(
+            {
+                "method": name,
+                "settings": (extra.strip() + " " + " ".join(flags)).strip() or "defaults",
+                "exit": code,
+                "harmful_before": r["harmful_rate_before"],
+                "harmful_after": r["harmful_rate_after"],
+                "harmful_base": r["harmful_rate_base"],
+                "over_refusal_after": r["over_refusal_after"],
+                "task_before": r["task_metric_before"],
+                "task_after": r["task_metric_after"],
+                "trainable_params": r["trainable_params"],
+                "entries_touched": changed_entries(ft, out / "merged"),
+                "steps_run": r["steps_run"],
+                "final_loss": r["steps"][-1]["loss"] if r["steps"] else None,
+                "wall_s": round(wall, 1),
+                "peak_rss_mib": round(r["peak_memory"].get("rss", 0) / 2**20),
+                "verdict": r["verdict"],
+                "reasons": r["reasons"],
+                "stop_reason": r["stop_reason"],
+            }
+        )
+        print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
+    argv = [
+        "repair", *common, "--method", "rollback", "--include-embeddings",
+        "--task", str(p / "task_train.jsonl"), "--task-heldout", str(p / "task_heldout.jsonl"),
+    ]  # fmt: skip
+    r, wall, code = _cli(argv, work / "rollback")
+    rows.append(
+        {
+            "method": "rollback",
+            "settings": "the demo's (include embeddings)",
+            "exit": code,
+            "harmful_before": r["harmful_rate_before"],
+            "harmful_after": r["harmful_rate_after"],
+            "harmful_base": r["harmful_rate_base"],
+            "over_refusal_after": r["over_refusal_after"],
+            "task_before": r["task_metric_before"],
+            "task_after": r["task_metric_after"],
+            "trainable_params": None,
+            "entries_touched": r["restored_entries"],
+            "steps_run": len(r["steps"]),
+            "final_loss": None,
+            "wall_s": round(wall, 1),
+            "peak_rss_mib": round(r["peak_memory"].get("rss", 0) / 2**20),
+            "verdict": r["verdict"],
+            "reasons": r["reasons"],
+            "stop_reason": r["stop_reason"],
+        }
+    )
+    print(f"rollback: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def harmful_table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of ``--part harmful``."""
+
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{100 * x:.0f}%"
+
+    head = (
+        "| repair | settings | harmful (base) | over-refusal | task | weights touched "
+        "| wall s | peak MiB | verdict |"
+    )
+    lines = [head, "|" + " --- |" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['settings']} | {pct(r['harmful_before'])} -> "
+            f"{pct(r['harmful_after'])} ({pct(r['harmful_base'])}) "
+            f"| {pct(r['over_refusal_after'])} | {pct(r['task_before'])} -> "
+            f"{pct(r['task_after'])} | {r['entries_touched']:,} | {r['wall_s']} "
+            f"| {r['peak_rss_mib']} | {r['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of the variants."""
 
@@ -153,6 +294,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--part", choices=("conflict", "harmful", "all"), default="all")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -163,14 +305,23 @@ def main() -> None:
         raise SystemExit(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     if not (ORGANISM / "ft-conflict" / "config.json").is_file():
         raise SystemExit(f"no organism at {ORGANISM} (run `surgeon organism build` first)")
-    rows = []
+    result: dict[str, Any] = {}
+    if args.out.is_file():
+        result = json.loads(args.out.read_text(encoding="utf-8"))
+    result.update(machine=machine_info(), seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-sail-") as tmp:
-        for name in names:
-            rows.append(run_variant(name, args.steps, args.seed, Path(tmp)))
-            print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
-    print(table(rows))
+        if args.part in ("conflict", "all"):
+            rows = []
+            for name in names:
+                rows.append(run_variant(name, args.steps, args.seed, Path(tmp)))
+                print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
+            print(table(rows))
+            result["variants"] = rows
+        if args.part in ("harmful", "all"):
+            rows = run_harmful(Path(tmp), args.seed)
+            print(harmful_table(rows))
+            result["harmful"] = rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine_info(), "seed": args.seed, "variants": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
 
