@@ -470,7 +470,10 @@ def main() -> None:
         return
 
     parts = PARTS if args.part == "all" else (args.part,)
-    results: dict[str, Any] = {"machine": machine_info(args.threads)}
+    results: dict[str, Any] = {}
+    if args.out.is_file():  # a part that is not run keeps its last results
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+    results["machine"] = machine_info(args.threads)
     rows: list[tuple[str, str, str, str, bool]] = []
     for part in parts:
         t0 = time.perf_counter()
@@ -479,7 +482,7 @@ def main() -> None:
         results[part] = res
         rows += part_rows
         print(f"[{part} done in {res['bench_wall_s']:.0f} s]", file=sys.stderr)
-    results["ok"] = all(results[p]["ok"] for p in parts)
+    results["ok"] = all(results[p]["ok"] for p in PARTS if p in results)
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
