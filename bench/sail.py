@@ -104,24 +104,18 @@ def run_variant(name: str, steps: int | None, seed: int, work: Path) -> dict[str
     config.write_text(CONFIG, encoding="utf-8")
     out = work / name
     argv = [
-        sys.executable, "-c", "from cli import app; app()", "repair",
-        str(ORGANISM / "ft-conflict"), "--base", str(ORGANISM / "base"), "--method", "sail",
-        "--conflicts", str(prompts), "--harmful-heldout", str(prompts / "harmful_heldout.jsonl"),
+        "repair", str(ORGANISM / "ft-conflict"), "--base", str(ORGANISM / "base"),
+        "--method", "sail", "--conflicts", str(prompts),
+        "--harmful-heldout", str(prompts / "harmful_heldout.jsonl"),
         "--harmless", str(prompts / "harmless_heldout.jsonl"), "--config", str(config),
-        "--seed", str(seed), "--out", str(out), "--json", *VARIANTS[name],
+        "--seed", str(seed), *VARIANTS[name],
     ]  # fmt: skip
     if steps is not None:
         argv += ["--steps", str(steps)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{name}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
-    r = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    r, wall, code = _cli(argv, out)
     return {
         "variant": name,
-        "exit": proc.returncode,
+        "exit": code,
         "wall_s": round(wall, 1),
         "violation_before": r["violation_rate_before"],
         "violation_after": r["violation_rate_after"],
@@ -140,8 +134,17 @@ def run_variant(name: str, steps: int | None, seed: int, work: Path) -> dict[str
         "stop_reason": r["stop_reason"],
         "verdict": r["verdict"],
         "timings": r["timings"],
-        "peak_rss_mib": round(r["peak_memory"].get("rss", 0) / 2**20),
+        "peak_rss_mib": _peak_mib(r),
     }
+
+
+def _peak_mib(report: dict[str, Any]) -> int:
+    """The repair process's peak RSS (MiB) from its report."""
+    return round(report["peak_memory"].get("rss", 0) / 2**20)
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f}%"
 
 
 def _cli(argv: list[str], out: Path) -> tuple[dict[str, Any], float, int]:
@@ -171,6 +174,29 @@ def changed_entries(model: Path, merged: Path) -> int:
     return sum(int((a[k] != b[k]).sum()) for k in a if k in b and a[k].shape == b[k].shape)
 
 
+def _harmful_row(
+    method: str, settings: str, r: dict[str, Any], wall: float, code: int, **own: Any
+) -> dict[str, Any]:
+    """One row of ``--part harmful`` from a repair's report (``own``: the method's figures)."""
+    return {
+        "method": method,
+        "settings": settings,
+        "exit": code,
+        "harmful_before": r["harmful_rate_before"],
+        "harmful_after": r["harmful_rate_after"],
+        "harmful_base": r["harmful_rate_base"],
+        "over_refusal_after": r["over_refusal_after"],
+        "task_before": r["task_metric_before"],
+        "task_after": r["task_metric_after"],
+        **own,
+        "wall_s": round(wall, 1),
+        "peak_rss_mib": _peak_mib(r),
+        "verdict": r["verdict"],
+        "reasons": r["reasons"],
+        "stop_reason": r["stop_reason"],
+    }
+
+
 def run_harmful(work: Path, seed: int) -> list[dict[str, Any]]:
     """SAIL with refusal preferences vs rollback on ft-harmful, same prompt files."""
     p = ORGANISM / "prompts"
@@ -191,27 +217,19 @@ def run_harmful(work: Path, seed: int) -> list[dict[str, Any]]:
             "--task", str(p / "task_heldout.jsonl"), "--config", str(config), "--merge", *flags,
         ]  # fmt: skip
         r, wall, code = _cli(argv, out)
+        settings = (extra.strip() + " " + " ".join(flags)).strip() or "defaults"
         rows.append(
-            {
-                "method": name,
-                "settings": (extra.strip() + " " + " ".join(flags)).strip() or "defaults",
-                "exit": code,
-                "harmful_before": r["harmful_rate_before"],
-                "harmful_after": r["harmful_rate_after"],
-                "harmful_base": r["harmful_rate_base"],
-                "over_refusal_after": r["over_refusal_after"],
-                "task_before": r["task_metric_before"],
-                "task_after": r["task_metric_after"],
-                "trainable_params": r["trainable_params"],
-                "entries_touched": changed_entries(ft, out / "merged"),
-                "steps_run": r["steps_run"],
-                "final_loss": r["steps"][-1]["loss"] if r["steps"] else None,
-                "wall_s": round(wall, 1),
-                "peak_rss_mib": round(r["peak_memory"].get("rss", 0) / 2**20),
-                "verdict": r["verdict"],
-                "reasons": r["reasons"],
-                "stop_reason": r["stop_reason"],
-            }
+            _harmful_row(
+                name,
+                settings,
+                r,
+                wall,
+                code,
+                trainable_params=r["trainable_params"],
+                entries_touched=changed_entries(ft, out / "merged"),
+                steps_run=r["steps_run"],
+                final_loss=r["steps"][-1]["loss"] if r["steps"] else None,
+            )
         )
         print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
     argv = [
@@ -220,26 +238,17 @@ def run_harmful(work: Path, seed: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
     r, wall, code = _cli(argv, work / "rollback")
     rows.append(
-        {
-            "method": "rollback",
-            "settings": "the demo's (include embeddings)",
-            "exit": code,
-            "harmful_before": r["harmful_rate_before"],
-            "harmful_after": r["harmful_rate_after"],
-            "harmful_base": r["harmful_rate_base"],
-            "over_refusal_after": r["over_refusal_after"],
-            "task_before": r["task_metric_before"],
-            "task_after": r["task_metric_after"],
-            "trainable_params": None,
-            "entries_touched": r["restored_entries"],
-            "steps_run": len(r["steps"]),
-            "final_loss": None,
-            "wall_s": round(wall, 1),
-            "peak_rss_mib": round(r["peak_memory"].get("rss", 0) / 2**20),
-            "verdict": r["verdict"],
-            "reasons": r["reasons"],
-            "stop_reason": r["stop_reason"],
-        }
+        _harmful_row(
+            "rollback",
+            "the demo's (include embeddings)",
+            r,
+            wall,
+            code,
+            trainable_params=None,
+            entries_touched=r["restored_entries"],
+            steps_run=len(r["steps"]),
+            final_loss=None,
+        )
     )
     print(f"rollback: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
     return rows
@@ -247,10 +256,7 @@ def run_harmful(work: Path, seed: int) -> list[dict[str, Any]]:
 
 def harmful_table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of ``--part harmful``."""
-
-    def pct(x: float | None) -> str:
-        return "" if x is None else f"{100 * x:.0f}%"
-
+    pct = _pct
     head = (
         "| repair | settings | harmful (base) | over-refusal | task | weights touched "
         "| wall s | peak MiB | verdict |"
@@ -269,10 +275,7 @@ def harmful_table(rows: list[dict[str, Any]]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of the variants."""
-
-    def pct(x: float | None) -> str:
-        return "" if x is None else f"{100 * x:.0f}%"
-
+    pct = _pct
     head = (
         "| method | violations | CRAS | constraint compliance | harmful | over-refusal "
         "| LoRA params (layers) | steps | wall s | peak MiB | verdict |"
