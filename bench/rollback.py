@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,26 @@ def memory_mode(
     return result
 
 
+def _row_args(
+    organism: Path,
+    variant: str,
+    threads: int,
+    max_new_tokens: int,
+    layer: int | None,
+    embeddings: bool,
+) -> list[str]:
+    """The arguments every row subprocess of one organism variant shares."""
+    args = [
+        "--organism", str(organism), "--variant", variant, "--threads", str(threads),
+        "--max-new-tokens", str(max_new_tokens),
+    ]  # fmt: skip
+    if layer is not None:
+        args += ["--layer", str(layer)]
+    if embeddings:
+        args.append("--include-embeddings")
+    return args
+
+
 def table_mode(
     out_path: Path,
     organism: Path,
@@ -420,24 +441,8 @@ def table_mode(
     space: str = "auto",
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    common = [
-        "--organism",
-        str(organism),
-        "--variant",
-        variant,
-        "--threads",
-        str(threads),
-        "--max-new-tokens",
-        str(max_new_tokens),
-        "--space",
-        space,
-        "--seed",
-        str(seed),
-    ]
-    if layer is not None:
-        common += ["--layer", str(layer)]
-    if embeddings:
-        common.append("--include-embeddings")
+    common = _row_args(organism, variant, threads, max_new_tokens, layer, embeddings)
+    common += ["--space", space, "--seed", str(seed)]
     rows = [_subprocess(["--row", ROWS[0], *common])]
     budget = rows[0]["restored_entries"]
     rows.append(_subprocess(["--row", ROWS[1], *common]))
@@ -485,17 +490,10 @@ def compare_mode(
     embeddings: bool,
     spaces: list[str],
     seeds: list[int],
-    proxies: list[str] = ["auto"],  # noqa: B006
+    proxies: Sequence[str] = ("auto",),
 ) -> list[dict[str, Any]]:
     """Surgeon's default rollback per space, proxy and seed, and one evaluation of the base."""
-    common = [
-        "--organism", str(organism), "--variant", variant, "--threads", str(threads),
-        "--max-new-tokens", str(max_new_tokens),
-    ]  # fmt: skip
-    if layer is not None:
-        common += ["--layer", str(layer)]
-    if embeddings:
-        common.append("--include-embeddings")
+    common = _row_args(organism, variant, threads, max_new_tokens, layer, embeddings)
     base = _subprocess(["--row", ROWS[-1], *common])
     rows: list[dict[str, Any]] = []
     for seed in seeds:
