@@ -15,14 +15,13 @@ from surgeon.diagnose_config import DiagnoseConfig
 from surgeon.diagnosis import DiagnoseResult, diagnose
 from surgeon.testing import ARCHITECTURES, tiny_model, tiny_tokenizer
 from tests.organisms import bpe_s_organism  # noqa: F401
+from tests.test_diagnose import _organism_config
 
 
 def _config(organism: Path) -> DiagnoseConfig:
-    prompts = organism / "prompts"
-    return DiagnoseConfig(
-        harmful=prompts / "harmful_heldout.jsonl",
-        harmless=prompts / "harmless_heldout.jsonl",
-        max_prompts=64,
+    """The organism diagnose tests' settings, with shorter answers and no focal probe."""
+    return replace(
+        _organism_config(organism),
         max_new_tokens=16,
         focal=False,
         max_conflicts=8,
