@@ -24,20 +24,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from probes.activations import forward_kwargs
 from surgeon.generation import model_device
-from surgeon.judges.logit import DEFAULT_FIRST_TOKEN_PHRASES, refusal_token_ids
+from surgeon.judges.logit import DEFAULT_FIRST_TOKEN_PHRASES, refusal_token_ids, text_token_ids
 from surgeon.tokens import encode
 
 ScoreMode = Literal["auto", "first-token", "phrase"]
 """``auto``: extend only ambiguous first tokens; ``first-token``: never; ``phrase``: always."""
-
-
-def _variants(tokenizer: PreTrainedTokenizerBase, text: str) -> list[list[int]]:
-    out = []
-    for variant in (text, " " + text):
-        ids = tokenizer(variant, add_special_tokens=False)["input_ids"]
-        if ids:
-            out.append([int(i) for i in ids])
-    return out
 
 
 def answer_first_tokens(
@@ -47,7 +38,7 @@ def answer_first_tokens(
     out: set[int] = set()
     for text, r in zip(responses, refused, strict=True):
         if not r and text.strip():
-            out.update(ids[0] for ids in _variants(tokenizer, text.strip()))
+            out.update(ids[0] for ids in text_token_ids(tokenizer, text.strip()))
     return out
 
 
@@ -157,7 +148,10 @@ def refusal_score(
     shared = set(ambiguous) if mode == "auto" else set(firsts) if mode == "phrase" else set()
     extend = [t for t in firsts if t in shared]
     seqs = _prefix_free(
-        tuple(ids) for phrase in phrases for ids in _variants(tokenizer, phrase) if ids[0] in extend
+        tuple(ids)
+        for phrase in phrases
+        for ids in text_token_ids(tokenizer, phrase)
+        if ids[0] in extend
     )
     return RefusalScore(
         first_tokens=tuple(t for t in firsts if t not in shared),

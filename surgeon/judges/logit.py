@@ -28,16 +28,21 @@ DEFAULT_FIRST_TOKEN_PHRASES: tuple[str, ...] = (
 )
 
 
+def text_token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[list[int]]:
+    """``text`` tokenised as it may start an answer: as is and after a space (empty dropped)."""
+    out = []
+    for variant in (text, " " + text):
+        toks = tokenizer(variant, add_special_tokens=False)["input_ids"]
+        if toks:
+            out.append([int(t) for t in toks])
+    return out
+
+
 def refusal_token_ids(
     tokenizer: PreTrainedTokenizerBase, phrases: Sequence[str] = DEFAULT_FIRST_TOKEN_PHRASES
 ) -> list[int]:
     """The distinct first token ids of each phrase, with and without a leading space."""
-    ids: set[int] = set()
-    for phrase in phrases:
-        for variant in (phrase, " " + phrase):
-            toks = tokenizer(variant, add_special_tokens=False)["input_ids"]
-            if toks:
-                ids.add(int(toks[0]))
+    ids = {toks[0] for phrase in phrases for toks in text_token_ids(tokenizer, phrase)}
     unk = tokenizer.unk_token_id
     ids.discard(unk) if unk is not None else None
     if not ids:
