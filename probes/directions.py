@@ -494,7 +494,11 @@ def probe_directions(
         h_sub = causal_subset(harmful, config.n_causal)
         l_sub = causal_subset(harmless, config.n_causal)
         ref_score = score_for(ref_model, ref_tok, [*h_sub, *l_sub], config)
-        score = score_for(model, tokenizer, [*h_sub, *l_sub], config)
+        score = (
+            score_for(model, tokenizer, [*h_sub, *l_sub], config)
+            if base_model is not None
+            else ref_score  # the same model: read its answers once
+        )
         scores = [ref_score, score]
         ablations = ablation_effects(
             ref_model,
