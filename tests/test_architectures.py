@@ -209,6 +209,29 @@ def test_batched_answer_cross_entropy_equals_one_by_one(tiny_dir: Path) -> None:
     torch.testing.assert_close(torch.tensor(batched), torch.tensor(alone))
 
 
+def test_answer_loss_on_the_kept_positions_equals_full_logits(tiny_dir: Path) -> None:
+    """The answer losses project only the answer positions onto the vocabulary
+    (``logits_to_keep``); each row's loss equals one full, unpadded teacher-forced forward."""
+    from surgeon.repair.task_metric import AnswerSet, row_cross_entropy
+
+    loaded = load_model(tiny_dir)
+    tok = loaded.tokenizer
+    prompts = tuple(tuple(tok(t, add_special_tokens=False)["input_ids"]) for t in _texts(tok))
+    answers = AnswerSet(prompts, ((5, 6, 7), (8,), (9, 10, 11, 12, 13), (14, 15)))
+    rows = range(len(answers.answer_ids))
+    with torch.no_grad():
+        mean = row_cross_entropy(loaded.model, tok, answers, rows)
+        first = row_cross_entropy(loaded.model, tok, answers, rows, first_token_share=1.0)
+        for i in rows:
+            seq = list(answers.prompt_ids[i] + answers.answer_ids[i])
+            logits = loaded.model(input_ids=torch.tensor([seq])).logits[0].float()
+            logp = torch.log_softmax(logits[:-1], -1)
+            nll = -logp.gather(-1, torch.tensor(seq[1:]).unsqueeze(-1)).squeeze(-1)
+            tail = nll[len(answers.prompt_ids[i]) - 1 :]
+            torch.testing.assert_close(mean[i], tail.mean(), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(first[i], tail[0], rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # prompts longer than the context: cut from the left, counted, generation still works
 

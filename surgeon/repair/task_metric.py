@@ -155,13 +155,22 @@ def _token_nll(
     negative log-likelihood, the mask of answer targets and the mask of each row's first
     answer token (graph kept when grad is enabled)."""
     ids, att, target = _collate(answers, rows, pad_id, device)
+    # answers are right-aligned (left padding), so only the last ``keep`` positions predict an
+    # answer token: the vocabulary projection and its log-softmax run there alone (on a 49k
+    # vocabulary with ~40-token answers after ~60-token prompts, 2-3x less memory and time)
+    keep = min(ids.shape[1], max(len(answers.answer_ids[i]) for i in rows) + 1)
     logits = model(
-        input_ids=ids, attention_mask=att, position_ids=position_ids_for(att), use_cache=False
+        input_ids=ids,
+        attention_mask=att,
+        position_ids=position_ids_for(att),
+        use_cache=False,
+        logits_to_keep=keep,
     ).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    tgt = target[:, 1:]
-    return nll, tgt, tgt & ~target[:, :-1]
+    start = ids.shape[1] - keep
+    logp = torch.log_softmax(logits[:, -keep:-1].float(), dim=-1)
+    nll = -logp.gather(-1, ids[:, start + 1 :].unsqueeze(-1)).squeeze(-1)
+    tgt = target[:, start + 1 :]
+    return nll, tgt, tgt & ~target[:, start:-1]
 
 
 def normalise(text: str) -> str:
