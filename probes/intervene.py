@@ -30,13 +30,34 @@ def _input_embeddings(model: nn.Module) -> nn.Module:
     return root.get_input_embeddings()
 
 
+WRITER_NAMES = ("self_attn", "attn", "attention", "mlp")
+"""Children of a decoder layer whose outputs are added to the residual stream."""
+SANDWICH_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")
+"""Gemma-2-style layers normalise each block's output before adding it: these write instead."""
+
+
+def residual_writers(layer: nn.Module) -> list[nn.Module]:
+    """The modules of one decoder layer whose outputs are added to the residual stream
+    (attention and MLP; their output norms in sandwich-norm layers)."""
+    if all(hasattr(layer, name) for name in SANDWICH_NORMS):
+        return [getattr(layer, name) for name in SANDWICH_NORMS]
+    return [
+        getattr(layer, name)
+        for name in WRITER_NAMES
+        if isinstance(getattr(layer, name, None), nn.Module)
+    ]
+
+
 @contextmanager
 def ablate_direction(model: nn.Module, direction: Float[Tensor, " d_model"]) -> Iterator[None]:
     """Project ``direction`` out of the residual stream everywhere: ``x <- x - (x.r) r``.
 
-    Hooks sit on the embedding output and on every decoder layer's output, so no layer reads
-    or writes the direction. ``direction`` need not be unit length; a zero vector changes
-    nothing.
+    As Arditi et al. (``get_all_direction_ablation_hooks``): on the embedding output and the
+    first layer's input, on what each attention and MLP block writes, and on every decoder
+    layer's output, at every
+    position, so no block reads or writes the direction (an MLP never sees what the attention
+    of its own layer wrote along it). ``direction`` need not be unit length; a zero vector
+    changes nothing.
     """
     r = unit(direction)
 
@@ -45,9 +66,23 @@ def ablate_direction(model: nn.Module, direction: Float[Tensor, " d_model"]) -> 
         rr = r.to(device=h.device, dtype=h.dtype)
         return replace_hidden(output, h - (h @ rr).unsqueeze(-1) * rr)
 
-    modules = [_input_embeddings(model), *find_layers(model).layers]
+    def pre_hook(_module: nn.Module, args: Any, kwargs: Any) -> Any:
+        # what the first layer reads: the token embeddings plus whatever is added after them
+        # (GPT-2's learned positions)
+        if args:
+            h = args[0]
+            rr = r.to(device=h.device, dtype=h.dtype)
+            return (h - (h @ rr).unsqueeze(-1) * rr, *args[1:]), kwargs
+        h = kwargs["hidden_states"]
+        rr = r.to(device=h.device, dtype=h.dtype)
+        return args, {**kwargs, "hidden_states": h - (h @ rr).unsqueeze(-1) * rr}
+
+    layers = list(find_layers(model).layers)
+    writers = [w for layer in layers for w in residual_writers(layer)]
+    modules = [_input_embeddings(model), *writers, *layers]
     handles = []
     try:
+        handles.append(layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
         for module in modules:
             handles.append(module.register_forward_hook(hook))
         yield

@@ -209,6 +209,49 @@ def test_batched_answer_cross_entropy_equals_one_by_one(tiny_dir: Path) -> None:
     torch.testing.assert_close(torch.tensor(batched), torch.tensor(alone))
 
 
+def test_ablation_removes_the_direction_from_every_block_write(tiny_dir: Path) -> None:
+    """Arditi et al.'s ablation: inside ``ablate_direction`` no layer's input, attention
+    output or MLP output (their output norms in Gemma-2) has a component along the direction,
+    on every architecture; outside it they do."""
+    from probes.intervene import ablate_direction, residual_writers
+    from surgeon.tokens import encode
+
+    loaded = load_model(tiny_dir)
+    model, tok = loaded.model, loaded.tokenizer
+    layers = list(find_layers(model).layers)
+    writers = [w for layer in layers for w in residual_writers(layer)]
+    assert len(writers) == 2 * len(layers)
+    d = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    r = d / d.norm()
+    enc = encode(tok, _texts(tok))
+
+    def along() -> list[float]:
+        """|component along r| / norm, per layer input and block write (hooks registered now
+        run after any registered before, so they see what the next module reads)."""
+        seen: list[float] = []
+
+        def record(_m: object, args: tuple, out: object = None) -> None:
+            h = args[0] if out is None else (out[0] if isinstance(out, tuple) else out)
+            seen.append(float((h @ r).abs().max() / h.norm(dim=-1).max()))
+
+        handles = [w.register_forward_hook(record) for w in writers]
+        handles += [layer.register_forward_pre_hook(record) for layer in layers]
+        try:
+            with torch.no_grad():
+                model(**enc)
+        finally:
+            for h in handles:
+                h.remove()
+        return seen
+
+    plain = along()
+    with ablate_direction(model, d):
+        ablated = along()
+    assert len(plain) == len(ablated) == 3 * len(layers)
+    assert min(plain) > 1e-3
+    assert max(ablated) < 1e-5
+
+
 def test_answer_loss_on_the_kept_positions_equals_full_logits(tiny_dir: Path) -> None:
     """The answer losses project only the answer positions onto the vocabulary
     (``logits_to_keep``); each row's loss equals one full, unpadded teacher-forced forward."""

@@ -154,8 +154,7 @@ def _logits(model: nn.Module, tok: Any) -> torch.Tensor:
 
 
 def _hook_count(model: nn.Module) -> int:
-    mods = [model.get_input_embeddings(), *find_layers(model).layers]
-    return sum(len(m._forward_hooks) for m in mods)
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def test_zero_interventions_change_nothing() -> None:
@@ -185,7 +184,9 @@ def test_hooks_removed_after_an_exception() -> None:
     n_hooks = _hook_count(model)
     before = _logits(model, tok)
     with pytest.raises(RuntimeError, match="boom"), ablate_direction(model, planted_direction()):
-        assert _hook_count(model) == n_hooks + N_LAYERS + 1
+        # the embedding, the first layer's input, each layer's output, and its attention's
+        # and MLP's outputs
+        assert _hook_count(model) == n_hooks + 3 * N_LAYERS + 2
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError, match="boom"), add_direction(model, 1, planted_direction()):
         raise RuntimeError("boom")
