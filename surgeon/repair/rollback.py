@@ -57,6 +57,7 @@ from surgeon.repair.adapter_space import (
     write_adapter,
 )
 from surgeon.repair.calibration import calibrate, make_proxy
+from surgeon.repair.checkpointing import checkpointed
 from surgeon.repair.guard import reference_losses
 from surgeon.repair.hidden import mean_hidden
 from surgeon.repair.lazy_base import BaseValues, LazyTensors
@@ -356,9 +357,10 @@ def _rollback_repair(
 
     # Phase 3: the steps.
     t2 = time.perf_counter()
-    records, best, stop_reason, rollback_used = loop.run(proxy)
-    if config.prune and stop_reason == "target":
-        records += loop.prune(proxy, records[-1].step)
+    with checkpointed(layers.layers):  # backward passes keep each layer's input only
+        records, best, stop_reason, rollback_used = loop.run(proxy)
+        if config.prune and stop_reason == "target":
+            records += loop.prune(proxy, records[-1].step)
     timings["steps"] = time.perf_counter() - t2
 
     # Phase 4: final check and outputs.
