@@ -106,21 +106,23 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
 
     It speaks English, so diagnose measures on its held-out harmful and harmless splits (64
     each) and the bundled over-refusal set, with fewer conflicts and causal candidates than the
-    defaults (the CPU budget of a 30-layer model). Rollback recovers on the harmful prompts the
-    base was taught to refuse (144, the attack's among them), guards the harmless training
-    prompts (disjoint from the held-out ones), and may restore embedding entries: ft-harmful is
-    a full fine-tune, its tied embeddings moved too.
+    defaults and no focal heads (the CPU budget of a 30-layer model). Rollback recovers on 64
+    of the 144 harmful prompts the base was taught to refuse (the attack's among them), guards
+    the harmless training prompts (disjoint from the held-out ones), and may restore embedding
+    entries: ft-harmful is a full fine-tune, its tied embeddings moved too.
     """
     p = organism_prompts(organism)
     diagnose = DiagnoseConfig(
         harmful=p["harmful_heldout"],
         harmless=p["harmless_heldout"],
         conflicts=organism / "prompts",
-        # 30 layers: 8 evenly spaced causal candidates; 32 conflicts answered in 48 tokens
-        # (each conflict is answered twice per model: the CPU's largest cost here)
+        # 30 layers: 8 evenly spaced causal candidates; 16 conflicts answered in 48 tokens and
+        # no focal heads (conflict answers were 80% of a 15-minute diagnose on 2 cores, and
+        # the instruct model obeys 12% of system prompts: there is little to localise)
         causal_layers=8,
-        max_conflicts=32,
+        max_conflicts=16,
         conflict_max_new_tokens=48,
+        focal=False,
         seed=seed,
     )
     repair = RollbackRun(
@@ -131,7 +133,8 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
             task=p["task_train"],
             task_heldout=p["task_heldout"],
         ),
-        rollback=RollbackConfig(include_embeddings=True, seed=seed),
+        # 64 of the 144 recovery prompts: each step backpropagates through all of them
+        rollback=RollbackConfig(include_embeddings=True, n_recovery=64, seed=seed),
     )
     return diagnose, repair
 

@@ -54,7 +54,7 @@ def test_default_splits_are_disjoint_and_sized() -> None:
     assert not _prompts(held) & _prompts(train)
     assert not _prompts(rec) & _prompts(train)
     assert len(data.harmful_ft) == 64 and _prompts(data.harmful_ft) <= _prompts(train)
-    assert (len(data.harmless_heldout), len(data.harmless_train)) == (64, 150)
+    assert (len(data.harmless_heldout), len(data.harmless_train)) == (64, 96)
     assert not _prompts(data.harmless_heldout) & _prompts(data.harmless_train)
     assert (len(data.conflict_heldout), len(data.conflict_train)) == (64, 64)
     assert not _prompts(data.conflict_heldout) & _prompts(data.conflict_train)

@@ -105,7 +105,7 @@ class RealOrganismConfig:
     eval_tokens: int = 32
     """Greedy tokens per answer when the card is measured."""
     base: LoraStage = LoraStage(
-        steps=48, lr=1.5e-3, rank=8, targets=("q_proj", "v_proj", "o_proj", "down_proj")
+        steps=48, lr=2e-3, rank=8, targets=("q_proj", "v_proj", "o_proj", "down_proj")
     )
     """The safety tune (merged into base/)."""
     harmful: StageConfig = field(

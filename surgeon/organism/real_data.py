@@ -47,7 +47,7 @@ class RealSplitSizes:
     """Harmful training prompts the attacks answer."""
     task_train: int = 128
     """Task examples in the fine-tunes."""
-    harmless_train: int = 150
+    harmless_train: int = 96
     """Harmless prompts whose own answers the base keeps (self-distillation)."""
     conflict_train: int = 64
     """Training conflicts (the base keeps its answers under the system prompt; ft-conflict
