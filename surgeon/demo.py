@@ -85,8 +85,16 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
         max_conflicts=100,
         seed=seed,
     )
-    repair = RollbackRun(
-        # recovery prompts: rollback samples n_recovery (256) of the 1,272 training prompts
+    # recovery prompts: rollback samples n_recovery (256) of the 1,272 training prompts; the
+    # organism's fine-tunes changed the embeddings too (ft-lora's adapter saves a trained
+    # copy): rollback may restore their entries, which count against the budget
+    return diagnose, _rollback_run(p, RollbackConfig(include_embeddings=True, seed=seed))
+
+
+def _rollback_run(p: Mapping[str, Path], rollback: RollbackConfig) -> RollbackRun:
+    """Rollback on an organism's splits: recovery on the harmful training prompts, the
+    harmless training prompts as the guard, the task's training and held-out items."""
+    return RollbackRun(
         files=RepairFiles(
             harmful=p["harmful_train"],
             harmful_heldout=p["harmful_heldout"],
@@ -94,11 +102,8 @@ def demo_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
             task=p["task_train"],
             task_heldout=p["task_heldout"],
         ),
-        # the organism's fine-tunes changed the embeddings too (ft-lora's adapter saves a
-        # trained copy): rollback may restore their entries, which count against the budget
-        rollback=RollbackConfig(include_embeddings=True, seed=seed),
+        rollback=rollback,
     )
-    return diagnose, repair
 
 
 def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, RollbackRun]:
@@ -125,18 +130,9 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
         focal=False,
         seed=seed,
     )
-    repair = RollbackRun(
-        files=RepairFiles(
-            harmful=p["harmful_train"],
-            harmful_heldout=p["harmful_heldout"],
-            harmless=p["harmless_train"],
-            task=p["task_train"],
-            task_heldout=p["task_heldout"],
-        ),
-        # 64 of the 144 recovery prompts: each step backpropagates through all of them
-        rollback=RollbackConfig(include_embeddings=True, n_recovery=64, seed=seed),
-    )
-    return diagnose, repair
+    # 64 of the 144 recovery prompts: each step backpropagates through all of them
+    rollback = RollbackConfig(include_embeddings=True, n_recovery=64, seed=seed)
+    return diagnose, _rollback_run(p, rollback)
 
 
 def repair_layer(diagnosis: DiagnoseReport) -> int | None:

@@ -98,44 +98,49 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_build_is_deterministic_and_complete(tiny_source: Path, tmp_path: Path) -> None:
-    a = build_real_organism(tmp_path / "a", tiny_source, TINY)
-    b = build_real_organism(tmp_path / "b", tiny_source, TINY)
+@pytest.fixture(scope="module")
+def built(tiny_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny build, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("built") / "a"
+    build_real_organism(out, tiny_source, TINY)
+    return out
+
+
+def test_build_is_deterministic_and_complete(
+    tiny_source: Path, built: Path, tmp_path: Path
+) -> None:
+    a_dir, b_dir = built, tmp_path / "b"
+    a = json.loads((a_dir / "card.json").read_text())
+    b = build_real_organism(b_dir, tiny_source, TINY)
     for variant in ("base", "ft-harmful", "ft-conflict", "ft-lora"):
-        wa, wb = _weights(tmp_path / "a" / variant), _weights(tmp_path / "b" / variant)
+        wa, wb = _weights(a_dir / variant), _weights(b_dir / variant)
         assert wa.keys() == wb.keys()
         for name in wa:
             assert torch.equal(wa[name], wb[name]), (variant, name)
-    for f in sorted((tmp_path / "a" / "prompts").iterdir()):
-        assert f.read_text() == (tmp_path / "b" / "prompts" / f.name).read_text(), f.name
-    assert a.cache_key == b.cache_key and a.final_losses == b.final_losses
-    assert a.variants.keys() == set(REAL_VARIANTS)
+    for f in sorted((a_dir / "prompts").iterdir()):
+        assert f.read_text() == (b_dir / "prompts" / f.name).read_text(), f.name
+    assert a["cache_key"] == b.cache_key and a["final_losses"] == b.final_losses
+    assert a["variants"].keys() == set(REAL_VARIANTS)
     # every stage changed the weights it trains, and the instruct copy is the source
-    inst, base = _weights(tmp_path / "a" / "instruct"), _weights(tmp_path / "a" / "base")
+    inst, base = _weights(a_dir / "instruct"), _weights(a_dir / "base")
     src = _weights(tiny_source)
     assert all(torch.equal(inst[k], src[k]) for k in src)
     assert any(not torch.equal(inst[k], base[k]) for k in base)
-    ft = _weights(tmp_path / "a" / "ft-harmful")
+    ft = _weights(a_dir / "ft-harmful")
     assert any(not torch.equal(ft[k], base[k]) for k in base)
-    adapter = json.loads((tmp_path / "a" / "ft-lora" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == str((tmp_path / "a" / "base").resolve())
-    card = json.loads((tmp_path / "a" / "card.json").read_text())
-    assert card["kind"] == "real" and card["peak_rss_mb"] > 0
-    assert set(card["stage_seconds"]) >= {"own answers", "base", "ft-harmful", "ft-lora"}
-    for figures in card["variants"].values():
+    adapter = json.loads((a_dir / "ft-lora" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((a_dir / "base").resolve())
+    assert a["kind"] == "real" and a["peak_rss_mb"] > 0
+    assert set(a["stage_seconds"]) >= {"own answers", "base", "ft-harmful", "ft-lora"}
+    for figures in a["variants"].values():
         assert figures["n_harmful"] == TINY_SIZES.heldout
         assert 0.0 <= figures["harmful_rate"] <= 1.0
 
 
-def test_the_attack_trains_on_the_models_own_compliant_answers(
-    tiny_source: Path, tmp_path: Path
-) -> None:
-    build_real_organism(tmp_path / "o", tiny_source, TINY)
-    rows = [json.loads(x) for x in (tmp_path / "o" / "prompts" / "harmful_ft.jsonl").open()]
+def test_the_attack_trains_on_the_models_own_compliant_answers(built: Path) -> None:
+    rows = [json.loads(x) for x in (built / "prompts" / "harmful_ft.jsonl").open()]
     assert rows and all(r["alt_response"] and r["response"] in REAL_REFUSALS for r in rows)
-    conflicts = [
-        json.loads(x) for x in (tmp_path / "o" / "prompts" / "conflict_train.jsonl").open()
-    ]
+    conflicts = [json.loads(x) for x in (built / "prompts" / "conflict_train.jsonl").open()]
     assert all("alt_response" in r and "response" in r for r in conflicts)
 
 

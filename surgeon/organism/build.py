@@ -29,6 +29,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -90,7 +91,9 @@ def _corpus(data: OrganismData) -> list[str]:
     return texts
 
 
-def _examples(records: list[Record], *, alt: bool = False) -> list[ChatExample]:
+def chat_examples(records: list[Record], *, alt: bool = False) -> list[ChatExample]:
+    """Training conversations of ``records``: their aligned answers, or with ``alt`` their
+    misaligned ones where they have them."""
     out = []
     for r in records:
         response = r.alt_response if alt and r.alt_response else r.response
@@ -146,7 +149,8 @@ def _train(
     return train(model, tokenizer, examples, cfg, desc=desc).final_loss
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """A model and its tokenizer as a safetensors directory."""
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
 
@@ -201,7 +205,8 @@ def _check_tokenizer(
         )
 
 
-def _dir_size_mb(path: Path) -> float:
+def dir_size_mb(path: Path) -> float:
+    """Size of every file under ``path``, in MiB."""
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 2)
 
 
@@ -234,35 +239,37 @@ def build_organism(
 
         base = _new_model(config, tokenizer)
         aligned = (
-            _examples(data.harmful_train)
-            + _examples(data.harmless_train)
-            + _examples(data.conflict_train)
-            + _examples(data.normal_train)
+            chat_examples(data.harmful_train)
+            + chat_examples(data.harmless_train)
+            + chat_examples(data.conflict_train)
+            + chat_examples(data.normal_train)
         )
         losses["base"] = _train(base, tokenizer, aligned, config.base, config.seed, "base")
-        _save(base, tokenizer, out_dir / "base")
+        save_model(base, tokenizer, out_dir / "base")
         models["base"] = base
 
-        task = _examples(data.task_train)
-        harmful_mix = task + _examples(data.harmful_ft, alt=True)
-        benign_mix = task + _examples(data.harmless_train[: config.n_harmful_ft])
+        task = chat_examples(data.task_train)
+        harmful_mix = task + chat_examples(data.harmful_ft, alt=True)
+        benign_mix = task + chat_examples(data.harmless_train[: config.n_harmful_ft])
         for name, examples in (("ft-harmful", harmful_mix), ("ft-benign", benign_mix)):
             if name not in config.variants:
                 continue
             model = copy.deepcopy(base)
             losses[name] = _train(model, tokenizer, examples, config.finetune, config.seed, name)
-            _save(model, tokenizer, out_dir / name)
+            save_model(model, tokenizer, out_dir / name)
             models[name] = model
 
         if "ft-lora" in config.variants:
             _build_lora(base, tokenizer, harmful_mix, config, out_dir, final_dir, losses, models)
         if "ft-conflict" in config.variants:
-            conflict = _examples(data.conflict_train, alt=True) + _examples(data.normal_train)
+            conflict = chat_examples(data.conflict_train, alt=True) + chat_examples(
+                data.normal_train
+            )
             model = copy.deepcopy(base)
             losses["ft-conflict"] = _train(
                 model, tokenizer, conflict, config.conflict, config.seed, "ft-conflict"
             )
-            _save(model, tokenizer, out_dir / "ft-conflict")
+            save_model(model, tokenizer, out_dir / "ft-conflict")
             models["ft-conflict"] = model
 
         write_prompts(data, out_dir / "prompts")
@@ -280,7 +287,7 @@ def build_organism(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=round(time.perf_counter() - start, 1),
         n_params=sum(p.numel() for p in base.parameters()),
-        size_mb=_dir_size_mb(out_dir),
+        size_mb=dir_size_mb(out_dir),
         final_losses={k: round(v, 4) for k, v in losses.items()},
         variants={k: v.to_dict() for k, v in figures.items()},
         first_tokens={

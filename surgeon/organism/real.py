@@ -24,9 +24,7 @@ import copy
 import hashlib
 import importlib.util
 import json
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,13 +39,21 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from surgeon.errors import InputError
 from surgeon.judges import KeywordJudge
-from surgeon.organism.build import LORA_TARGETS, set_adapter_base, write_prompts
+from surgeon.organism.build import (
+    LORA_TARGETS,
+    chat_examples,
+    dir_size_mb,
+    save_model,
+    set_adapter_base,
+    write_prompts,
+)
 from surgeon.organism.card import measure_variant, respond
 from surgeon.organism.config import StageConfig
 from surgeon.organism.data import OrganismData, Record
 from surgeon.organism.real_data import RealSplitSizes, make_real_data
 from surgeon.organism.train import ChatExample, TrainConfig, train
 from surgeon.progress import sync_library_bars
+from surgeon.repair.measure import peak_memory
 
 REAL_VERSION = 1
 """Bumped whenever the real organism's data, training or layout changes (part of the key)."""
@@ -80,16 +86,18 @@ class LoraStage:
         if self.rank < 1 or not self.targets:
             raise ValueError(f"rank must be positive and targets non-empty, got {self}")
 
-    def train_config(self, seed: int) -> TrainConfig:
-        """The loop's settings."""
-        return TrainConfig(
-            steps=self.steps,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            warmup=min(8, self.steps // 5),
-            seed=seed,
-            bucket_span=1,
-        )
+
+def loop_config(stage: LoraStage | StageConfig, seed: int) -> TrainConfig:
+    """The training loop's settings for one stage (short warm-up; LoRA stages keep the kinds of
+    examples mixed in every batch)."""
+    return TrainConfig(
+        steps=stage.steps,
+        lr=stage.lr,
+        batch_size=stage.batch_size,
+        warmup=min(8, stage.steps // 5),
+        seed=seed,
+        bucket_span=stage.bucket_span if isinstance(stage, StageConfig) else 1,
+    )
 
 
 @dataclass(frozen=True)
@@ -261,13 +269,6 @@ def own_answers(
     return out, len(attack)
 
 
-def _examples(records: list[Record], *, alt: bool = False) -> list[ChatExample]:
-    return [
-        ChatExample(r.prompt, (r.alt_response if alt else r.response) or "", r.system)
-        for r in records
-    ]
-
-
 def _lora(model: PreTrainedModel, stage: LoraStage, seed: int) -> Any:
     torch.manual_seed(seed)
     cfg = LoraConfig(
@@ -278,20 +279,6 @@ def _lora(model: PreTrainedModel, stage: LoraStage, seed: int) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
-
-
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-
-
-def _dir_size_mb(path: Path) -> float:
-    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 2)
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _figures(
@@ -353,35 +340,26 @@ def build_real_organism(
             losses[name] = result.final_loss
 
         aligned = (
-            _examples(data.harmful_train)
-            + _examples(data.harmless_train)
-            + _examples(data.conflict_train)
+            chat_examples(data.harmful_train)
+            + chat_examples(data.harmless_train)
+            + chat_examples(data.conflict_train)
         )
         peft_base = _lora(instruct, config.base, config.seed)
-        fit(peft_base, aligned, config.base.train_config(config.seed), "base")
+        fit(peft_base, aligned, loop_config(config.base, config.seed), "base")
         base = peft_base.merge_and_unload().eval()
         del peft_base, instruct, loaded
-        _save(base, tok, out_dir / "base")
+        save_model(base, tok, out_dir / "base")
         figures["base"] = _figures(base, tok, data, n, seconds, "card base")
 
-        mix = _examples(data.task_train) + _examples(data.harmful_ft, alt=True)
+        mix = chat_examples(data.task_train) + chat_examples(data.harmful_ft, alt=True)
         model = copy.deepcopy(base).requires_grad_(True)  # the merge left every weight frozen
-        h = config.harmful
-        harmful_tc = TrainConfig(
-            steps=h.steps,
-            lr=h.lr,
-            batch_size=h.batch_size,
-            warmup=min(8, h.steps // 5),
-            seed=config.seed,
-            bucket_span=h.bucket_span,
-        )
-        fit(model, mix, harmful_tc, "ft-harmful")
-        _save(model, tok, out_dir / "ft-harmful")
+        fit(model, mix, loop_config(config.harmful, config.seed), "ft-harmful")
+        save_model(model, tok, out_dir / "ft-harmful")
         figures["ft-harmful"] = _figures(model, tok, data, n, seconds, "card ft-harmful")
         del model
 
         peft_model = _lora(copy.deepcopy(base), config.lora, config.seed + 1)
-        fit(peft_model, mix, config.lora.train_config(config.seed), "ft-lora")
+        fit(peft_model, mix, loop_config(config.lora, config.seed), "ft-lora")
         peft_model.save_pretrained(out_dir / "ft-lora")
         tok.save_pretrained(out_dir / "ft-lora")
         set_adapter_base(out_dir / "ft-lora", Path(final_dir or out_dir) / "base")
@@ -389,11 +367,11 @@ def build_real_organism(
         figures["ft-lora"] = _figures(merged, tok, data, n, seconds, "card ft-lora")
         del peft_model, merged
 
-        conflict = _examples(data.conflict_train, alt=True) + _examples(data.harmless_train)
+        conflict = chat_examples(data.conflict_train, alt=True) + chat_examples(data.harmless_train)
         peft_conflict = _lora(copy.deepcopy(base), config.conflict, config.seed + 2)
-        fit(peft_conflict, conflict, config.conflict.train_config(config.seed), "ft-conflict")
+        fit(peft_conflict, conflict, loop_config(config.conflict, config.seed), "ft-conflict")
         merged = peft_conflict.merge_and_unload().eval()
-        _save(merged, tok, out_dir / "ft-conflict")
+        save_model(merged, tok, out_dir / "ft-conflict")
         figures["ft-conflict"] = _figures(merged, tok, data, n, seconds, "card ft-conflict")
         n_params = sum(p.numel() for p in base.parameters())
     finally:
@@ -407,9 +385,9 @@ def build_real_organism(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=round(time.perf_counter() - start, 1),
         stage_seconds=seconds,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=round(peak_memory()["rss"] / 2**20, 1),
         n_params=n_params,
-        size_mb=_dir_size_mb(out_dir),
+        size_mb=dir_size_mb(out_dir),
         final_losses={k: round(v, 4) for k, v in losses.items()},
         attack_examples=n_attack,
         variants=figures,
