@@ -11,7 +11,6 @@ activations equal its activations alone, for absolute-position models (GPT-2) to
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from surgeon.architecture import find_layers
-from surgeon.generation import model_device
+from surgeon.generation import forward_kwargs, model_device
 from surgeon.progress import progress
 from surgeon.tokens import encode
 
@@ -62,12 +61,6 @@ def capture_layers(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def forward_kwargs(model: nn.Module) -> dict[str, Any]:
-    """Extra forward arguments that skip work a probe does not need (the full logits)."""
-    params = inspect.signature(model.forward).parameters
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
 @torch.no_grad()

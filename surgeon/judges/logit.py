@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from surgeon.generation import model_device
+from surgeon.generation import forward_kwargs, model_device
 from surgeon.tokens import encode
 
 DEFAULT_FIRST_TOKEN_PHRASES: tuple[str, ...] = (
@@ -76,7 +76,7 @@ class FirstTokenScorer:
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
                 enc = encode(self.tokenizer, list(texts[i : i + self.batch_size]), device)
-                logits = model(**enc).logits[:, -1, :]
+                logits = model(**enc, **forward_kwargs(model)).logits[:, -1, :]
                 out.append(refusal_log_odds(logits, self.token_ids).cpu())
         return torch.cat(out) if out else torch.empty(0)
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from surgeon.generation import generate, model_device
+from surgeon.generation import forward_kwargs, generate, model_device
 from surgeon.judges.keyword import KeywordJudge
 from surgeon.judges.logit import refusal_token_ids
 from surgeon.tokens import encode
@@ -42,7 +42,7 @@ def first_token_probs(
     out = []
     for i in range(0, len(texts), batch_size):
         enc = encode(tokenizer, list(texts[i : i + batch_size]), device)
-        logits = model(**enc).logits[:, -1, :]
+        logits = model(**enc, **forward_kwargs(model)).logits[:, -1, :]
         out.append(torch.softmax(logits.float(), dim=-1)[:, ids].cpu())
     return torch.cat(out) if out else torch.empty(0, len(ids))
 

@@ -24,9 +24,15 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from surgeon.generation import model_device
+from surgeon.generation import forward_kwargs, model_device
 from surgeon.judges.logit import refusal_log_odds
-from surgeon.repair.task_metric import AnswerSet, row_chunks, row_cross_entropy
+from surgeon.repair.task_metric import (
+    AnswerSet,
+    answer_chunks,
+    row_chunks,
+    row_cross_entropy,
+    vocab_size,
+)
 from surgeon.tokens import encode
 
 
@@ -49,7 +55,7 @@ def accumulate_sign_guard_grad(
     total = 0.0
     for rows in row_chunks(n, batch_size):
         enc = encode(tokenizer, [texts[i] for i in rows], device)
-        logits = model(**enc, use_cache=False).logits[:, -1, :]
+        logits = model(**enc, use_cache=False, **forward_kwargs(model)).logits[:, -1, :]
         odds = refusal_log_odds(logits, token_ids)
         loss = torch.nn.functional.softplus(signs[rows.start : rows.stop].to(device) * odds)
         loss = loss.sum() / n
@@ -69,7 +75,7 @@ def reference_losses(
     with torch.no_grad():
         rows = [
             row_cross_entropy(model, tokenizer, answers, r, first_token_share)
-            for r in row_chunks(len(answers.answer_ids), batch_size)
+            for r in answer_chunks(answers, batch_size, vocab_size(model))
         ]
     return torch.cat(rows).detach().cpu()
 
@@ -90,7 +96,7 @@ def accumulate_hinge_guard_grad(
     """
     n = len(answers.answer_ids)
     total = 0.0
-    for rows in row_chunks(n, batch_size):
+    for rows in answer_chunks(answers, batch_size, vocab_size(model)):
         loss = row_cross_entropy(model, tokenizer, answers, rows, first_token_share)
         ref = reference[rows.start : rows.stop].to(loss.device)
         hinge = torch.relu(loss - ref - slack).sum() / n

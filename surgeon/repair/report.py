@@ -148,6 +148,8 @@ class RollbackResult:
     space: str = "entries"
     """Where entries were chosen and restored: ``entries`` of the model's weights (an adapter
     merged first) or ``adapter``, a LoRA adapter's own tensors (the output an adapter)."""
+    grad_dtype: str = "float32"
+    """Precision the ranking gradients were accumulated in."""
     n_task_items: int = 0
     """Task prompts behind ``task_metric_before``/``_after``."""
     task_metric_before_ci: tuple[float, float] | None = None
@@ -179,6 +181,7 @@ class RollbackResult:
             task_metric_after_ci=self.task_metric_after_ci,
             n_task_items=self.n_task_items,
             space=self.space,  # type: ignore[arg-type]
+            grad_dtype=self.grad_dtype,  # type: ignore[arg-type]
             verdict=self.verdict,  # type: ignore[arg-type]
             reasons=list(self.reasons),
             warnings=list(self.warnings),

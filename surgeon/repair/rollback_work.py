@@ -10,10 +10,14 @@ second model copy; each eligible entry carries one uint8 state.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from surgeon.architecture import LayerList, embedding_parameters, is_norm_parameter
@@ -38,6 +42,12 @@ from surgeon.repair.selection import (
 
 StepLog = dict[str, tuple[Tensor, Tensor]]
 """Per tensor: flat indices restored in one step and F's values there."""
+
+Chunk = tuple[str, int, int]
+"""A run ``[lo, hi)`` of one eligible tensor's flat entries, scored as one unit."""
+
+SCORE_CHUNK = 1 << 22
+"""Most entries scored at once (4M: a few 16 MB temporaries, whatever the tensor's size)."""
 
 
 def eligible_parameters(
@@ -74,14 +84,28 @@ class Slot:
     param: nn.Parameter
     state: Tensor
     """uint8, flat: CANDIDATE, RESTORED, BLOCKED, PUT_BACK or TASK_HOLD."""
+    acc: Tensor | None = None
+    """The gradient accumulated since the last :meth:`Work.zero_grad`, flat, in the working
+    precision (:meth:`Work.accumulate_in`); None: none yet, or ``.grad`` is used."""
 
     @property
     def active(self) -> bool:
         return bool((self.state == CANDIDATE).any())
 
+    def has_grad(self) -> bool:
+        return self.acc is not None or self.param.grad is not None
+
     def grad(self) -> Tensor:
+        if self.acc is not None:
+            return self.acc
         g = self.param.grad
         return torch.zeros_like(self.param.data).view(-1) if g is None else g.view(-1)
+
+
+GRAD_BF16_ENTRIES = 10_000_000
+"""``grad_dtype="auto"`` keeps the gradients in bf16 from this many eligible entries on (a
+real model: half the memory of fp32 gradients, for a ranking that needs no more than bf16's
+three significant digits); smaller models keep fp32."""
 
 
 class Work:
@@ -93,33 +117,75 @@ class Work:
         self.base = base
         self.logs: list[StepLog] = []
         self.eligible = sum(s.state.numel() for s in slots)
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def accumulate_in(self, dtype: torch.dtype) -> None:
+        """Keep each eligible tensor's gradient in ``dtype``: after every backward pass its
+        ``.grad`` is added into the slot's own buffer and dropped, so only one tensor's fp32
+        gradient is alive at a time. Undone by :meth:`close`."""
+        for s in self.slots.values():
+
+            def hook(param: Tensor, slot: Slot = s) -> None:
+                g = param.grad
+                if g is None:
+                    return
+                flat = g.detach().reshape(-1).to(dtype)
+                slot.acc = flat if slot.acc is None else slot.acc.add_(flat)
+                param.grad = None
+
+            self._hooks.append(s.param.register_post_accumulate_grad_hook(hook))
+
+    def close(self) -> None:
+        """Remove the gradient hooks of :meth:`accumulate_in`."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
 
     def zero_grad(self) -> None:
         for s in self.slots.values():
             s.param.grad = None
+            s.acc = None
 
     def restored(self) -> int:
         return sum(int((s.state == RESTORED).sum()) for s in self.slots.values())
 
+    def _chunks(self) -> list[Chunk]:
+        """The active slots cut into runs of at most ``SCORE_CHUNK`` entries, in order."""
+        out: list[Chunk] = []
+        for name, s in self.slots.items():
+            if s.active:
+                n = s.state.numel()
+                out += [(name, lo, min(lo + SCORE_CHUNK, n)) for lo in range(0, n, SCORE_CHUNK)]
+        return out
+
     def select_and_restore(self, selection: str, k: int) -> StepLog:
-        """One step's choice (gradients already in ``.grad``) and the copy from the base."""
+        """One step's choice (gradients already in ``.grad``) and the copy from the base.
+
+        Scores are computed a chunk of one tensor at a time, so a large tensor (a 49k-token
+        embedding) never has more than ``SCORE_CHUNK`` scores and temporaries alive."""
         score_fn = paper_scores if selection == "paper" else benefit_scores
 
-        def scores(name: str) -> Tensor:
+        def scores(chunk: Chunk) -> Tensor:
+            name, lo, hi = chunk
             s = self.slots[name]
-            return score_fn(s.grad(), s.param.data.view(-1), self.base(name).view(-1), s.state)
+            base = self.base(name).view(-1)[lo:hi]
+            return score_fn(s.grad()[lo:hi], s.param.data.view(-1)[lo:hi], base, s.state[lo:hi])
 
-        log: StepLog = {}
+        parts: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
-        def on_pick(name: str, idx: Tensor) -> None:
+        def on_pick(chunk: Chunk, idx: Tensor) -> None:
+            name, lo, _ = chunk
             s = self.slots[name]
-            log[name] = (idx, restore(s.param, self.base(name), idx))
-            s.state[idx] = RESTORED
+            flat = idx + lo
+            parts.setdefault(name, []).append((flat, restore(s.param, self.base(name), flat)))
+            s.state[flat] = RESTORED
 
-        names = [n for n, s in self.slots.items() if s.active]
-        select_entries(scores, names, k, on_pick=on_pick)
+        select_entries(scores, self._chunks(), k, on_pick=on_pick)
         self.base.clear()
-        return log
+        return {
+            name: (torch.cat([i for i, _ in ps]), torch.cat([o for _, o in ps]))
+            for name, ps in parts.items()
+        }
 
     def put_back_share(self, log: StepLog, fraction: float) -> int:
         """Put back the top ``fraction`` of this step's restorations, by ``|grad|`` among those
@@ -192,31 +258,37 @@ class Work:
         held = 0
         for name, s in self.slots.items():
             s.state[s.state == TASK_HOLD] = CANDIDATE
-            if s.param.grad is None or not s.active:
+            if not s.has_grad() or not s.active:
                 continue
-            flat = s.param.data.view(-1)
-            hold = task_blocked(s.grad(), flat, self.base(name).view(-1)) & (s.state == CANDIDATE)
-            s.state[hold] = TASK_HOLD
-            held += int(hold.sum())
+            flat, grad, base = s.param.data.view(-1), s.grad(), self.base(name).view(-1)
+            for lo in range(0, flat.numel(), SCORE_CHUNK):
+                part = slice(lo, lo + SCORE_CHUNK)
+                state = s.state[part]
+                hold = task_blocked(grad[part], flat[part], base[part]) & (state == CANDIDATE)
+                state[hold] = TASK_HOLD
+                held += int(hold.sum())
         self.base.clear()
         return held
 
     def ceiling(self, measure: Callable[[], float]) -> float:
         """``measure()`` with every eligible tensor copied from the base, then W put back:
-        the best any rollback at this layer can do (one temporary copy of the eligible
-        tensors; call before gradients exist)."""
-        saved: dict[str, Tensor] = {}
-        try:
-            with torch.no_grad():
-                for name, s in self.slots.items():
-                    saved[name] = s.param.data.clone()
-                    s.param.data.copy_(self.base(name))
-                self.base.clear()
-            return measure()
-        finally:
-            with torch.no_grad():
-                for name, old in saved.items():
-                    self.slots[name].param.data.copy_(old)
+        the best any rollback at this layer can do. W's own values wait in a temporary
+        safetensors file meanwhile (not a second in-memory copy of the eligible tensors) and
+        come back bit for bit, one tensor at a time."""
+        with tempfile.TemporaryDirectory(prefix="surgeon-ceiling-") as tmp:
+            spill = Path(tmp) / "w.safetensors"
+            save_file({n: s.param.data.contiguous() for n, s in self.slots.items()}, str(spill))
+            try:
+                with torch.no_grad():
+                    for name, s in self.slots.items():
+                        s.param.data.copy_(self.base(name))
+                    self.base.clear()
+                return measure()
+            finally:
+                with torch.no_grad():
+                    for name, s in self.slots.items():
+                        with safe_open(str(spill), framework="pt") as f:
+                            s.param.data.copy_(f.get_tensor(name))
 
     def reset(self) -> None:
         """Back to F: undo all steps and make put-back entries candidates again."""

@@ -7,7 +7,8 @@ above the threshold), so it never holds more than one tensor's scores plus ``2k`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -25,6 +26,9 @@ TASK_HOLD = 4
 current weights); re-evaluated whenever the task gradient is refreshed."""
 
 NOT_CANDIDATE = float("-inf")
+
+K = TypeVar("K", bound=Hashable)
+"""What a score vector belongs to: a tensor's name, or a chunk of one."""
 
 
 def paper_scores(grad: Tensor, weight: Tensor, base: Tensor, state: Tensor) -> Tensor:
@@ -53,11 +57,11 @@ def task_blocked(task_grad: Tensor, weight: Tensor, base: Tensor) -> Tensor:
 
 
 def select_entries(
-    scores: Callable[[str], Tensor] | Mapping[str, Tensor],
-    names: Sequence[str],
+    scores: Callable[[K], Tensor] | Mapping[K, Tensor],
+    names: Sequence[K],
     k: int,
-    on_pick: Callable[[str, Tensor], None] | None = None,
-) -> dict[str, Tensor]:
+    on_pick: Callable[[K, Tensor], None] | None = None,
+) -> dict[K, Tensor]:
     """Flat indices of the global top ``min(k, #candidates)`` scores over tensors ``names``.
 
     ``scores`` maps a name to its flat score vector (``-inf`` = not a candidate); a callable is
@@ -89,7 +93,7 @@ def select_entries(
     take_all = n_candidates <= k
     tau = float(best[-1]) if not take_all else NOT_CANDIDATE
     quota = 0 if take_all else k - int((best > tau).sum())
-    picked: dict[str, Tensor] = {}
+    picked: dict[K, Tensor] = {}
     for name in names:
         s = get(name).reshape(-1).double()
         if take_all:

@@ -117,7 +117,7 @@ def answer_cross_entropy(
     if n_tokens == 0:
         raise ValueError("no answer tokens to score")
     total = 0.0
-    for rows in row_chunks(n_answers, batch_size):
+    for rows in answer_chunks(answers, batch_size, vocab_size(model)):
         with torch.set_grad_enabled(backward):
             nll, tgt, first = _token_nll(model, answers, rows, pad, device)
             loss = (1.0 - first_token_share) * (nll * tgt).sum() / n_tokens
@@ -146,6 +146,47 @@ def row_cross_entropy(
 def row_chunks(n: int, size: int) -> list[range]:
     """Consecutive row ranges of at most ``size`` rows covering ``0..n-1``."""
     return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+LOGITS_BUDGET = 1 << 25
+"""Most bytes of fp32 answer logits one teacher-forced pass may hold (32 MiB): the log-softmax
+and its gradient each take as much again, so on a 49k vocabulary a batch of 16 answers of 48
+tokens (460 MiB in all) is split into passes of 3 rows."""
+
+
+TOKENS_BUDGET = 768
+"""Most tokens (rows times the longest prompt plus answer) one teacher-forced pass may hold:
+its activations, kept for the backward pass, grow with them (on the real organism a batch of
+16 prompts with 48-token answers held ~0.35 GB during a rollback step)."""
+
+
+def answer_chunks(answers: AnswerSet, size: int, vocab: int) -> list[range]:
+    """Consecutive row ranges of at most ``size`` rows whose answer logits (``rows * (longest
+    answer + 1) * vocab`` fp32 values) fit :data:`LOGITS_BUDGET` and whose padded tokens fit
+    :data:`TOKENS_BUDGET`; always at least one row."""
+    out: list[range] = []
+    start, longest, widest = 0, 0, 0
+    for i, answer in enumerate(answers.answer_ids):
+        width = max(longest, len(answer) + 1)
+        seq = max(widest, len(answers.prompt_ids[i]) + len(answer))
+        rows = i - start + 1
+        over = rows * width * vocab * 4 > LOGITS_BUDGET or rows * seq > TOKENS_BUDGET
+        if i > start and (rows > size or over):
+            out.append(range(start, i))
+            start, width = i, len(answer) + 1
+            seq = len(answers.prompt_ids[i]) + len(answer)
+        longest, widest = width, seq
+    if start < len(answers.answer_ids):
+        out.append(range(start, len(answers.answer_ids)))
+    return out
+
+
+def vocab_size(model: nn.Module) -> int:
+    """Rows of the model's output projection (its logits' width)."""
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)  # type: ignore[union-attr]
 
 
 def _token_nll(

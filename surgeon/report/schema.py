@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = "3.1"
+SCHEMA_VERSION = "3.2"
 """The one version of both report schemas; bumped on any change of keys or types."""
 
 
@@ -522,6 +522,8 @@ class RollbackReport(RepairReport):
     factor's entry set to 0, a saved module copy's to the original's; the output an adapter)."""
     objective: Literal["answers", "cosine"]
     """The harmful loss whose gradient chose entries."""
+    grad_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision the ranking gradients were accumulated in (``grad_dtype``, resolved)."""
     layer: int
     """Layer L: entries of layers ``0..L-1`` were eligible."""
     n_task_items: int = 0
