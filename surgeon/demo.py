@@ -111,10 +111,10 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
 
     It speaks English, so diagnose measures on its held-out harmful and harmless splits (64
     each) and the bundled over-refusal set, with fewer conflicts and causal candidates than the
-    defaults and no focal heads (the CPU budget of a 30-layer model). Rollback recovers on 64
+    defaults and no focal heads (the CPU budget of a 30-layer model). Rollback recovers on 32
     of the 144 harmful prompts the base was taught to refuse (the attack's among them), guards
-    the harmless training prompts (disjoint from the held-out ones), and may restore embedding
-    entries: ft-harmful is a full fine-tune, its tied embeddings moved too.
+    the harmless training prompts (disjoint from the held-out ones), and doubles its steps
+    (``step_growth=2``).
     """
     p = organism_prompts(organism)
     diagnose = DiagnoseConfig(
@@ -130,8 +130,11 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
         focal=False,
         seed=seed,
     )
-    # 64 of the 144 recovery prompts: each step backpropagates through all of them
-    rollback = RollbackConfig(include_embeddings=True, n_recovery=64, seed=seed)
+    # 32 of the 144 recovery prompts (and 32 guard prompts): each step backpropagates through
+    # all of them; steps that double (0.05%, 0.1%, 0.2%... of the eligible entries) reach the
+    # target in a few of a 30-layer model's minute-long steps on 2 cores, and pruning takes
+    # back what the last step overshot
+    rollback = RollbackConfig(n_recovery=32, step_growth=2.0, seed=seed)
     return diagnose, _rollback_run(p, rollback)
 
 

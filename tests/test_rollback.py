@@ -214,11 +214,53 @@ def test_step_defaults_follow_the_selection() -> None:
         assert c.resolved_recovery_rate() * c.resolved_steps() == pytest.approx(0.04)
 
 
+def test_growing_steps_double_and_stop_at_every_eligible_entry() -> None:
+    """``step_growth`` multiplies each step's entries; no step asks for more than exist."""
+    from surgeon.repair.rollback_loop import Loop
+
+    work = SimpleNamespace(eligible=1000)
+    loop = Loop.__new__(Loop)
+    loop.work, loop.k = work, 10  # type: ignore[assignment]
+    loop.config = RollbackConfig(step_growth=2.0)
+    assert [loop.k_at(t) for t in range(1, 9)] == [10, 20, 40, 80, 160, 320, 640, 1000]
+    loop.config = RollbackConfig()
+    assert {loop.k_at(t) for t in range(1, 9)} == {10}
+
+
+def test_bf16_accumulation_matches_fp32_gradients_and_frees_grad() -> None:
+    """With bf16 accumulation every backward pass adds into the slot's buffer and drops
+    ``.grad``; the sum over passes is the fp32 gradient to bf16 precision."""
+    from surgeon.repair.rollback_work import Slot, Work
+    from surgeon.repair.selection import CANDIDATE
+
+    gen = torch.Generator().manual_seed(2)
+    weight = torch.nn.Parameter(torch.randn(64, 32, generator=gen))
+    inputs = [torch.randn(8, 64, generator=gen) for _ in range(3)]
+    state = torch.full((weight.numel(),), CANDIDATE, dtype=torch.uint8)
+    work = Work(torch.nn.Module(), [Slot("w", weight, state)], base=None)  # type: ignore[arg-type]
+    work.accumulate_in(torch.bfloat16)
+    for x in inputs:
+        (x @ weight).pow(2).sum().backward()
+    assert weight.grad is None
+    acc = work.slots["w"].grad()
+    assert acc.dtype == torch.bfloat16 and acc.numel() == weight.numel()
+    work.close()
+    work.zero_grad()
+    for x in inputs:
+        (x @ weight).pow(2).sum().backward()
+    assert weight.grad is not None and work.slots["w"].acc is None
+    expected = weight.grad.reshape(-1)
+    assert torch.allclose(acc.float(), expected, rtol=3e-2, atol=1e-2 * float(expected.abs().max()))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
         {"rollback_fraction": -0.1},
         {"recovery_rate": -0.5},
+        {"step_growth": 0.5},
+        {"step_growth": 100.0},
+        {"grad_dtype": "float16"},
     ],
 )
 def test_config_rejects_bad_step_options(kwargs: dict) -> None:
@@ -639,6 +681,50 @@ def test_prune_share_puts_back_the_least_needed_entries_exactly() -> None:
     assert torch.equal(param.data, a_values) and (state == RESTORED).all()
 
 
+def test_chunked_scoring_picks_what_whole_tensor_scoring_picks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scores are computed a chunk at a time (a 49k-token embedding would otherwise need several
+    full-size temporaries); the chosen entries, their logged values and the restored weights
+    are those of scoring each tensor whole."""
+    from surgeon.repair import rollback_work
+    from surgeon.repair.rollback_work import Slot, Work
+    from surgeon.repair.selection import CANDIDATE
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = {"a": (7, 9), "b": (50,), "c": (3, 11)}
+    f_values = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+    a_values = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+    grads = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+
+    class Base:  # the lazy base's interface: name -> tensor, clear()
+        def __call__(self, name: str) -> torch.Tensor:
+            return a_values[name]
+
+        def clear(self) -> None:
+            pass
+
+    def run(chunk: int) -> tuple[dict, dict]:
+        monkeypatch.setattr(rollback_work, "SCORE_CHUNK", chunk)
+        slots = []
+        for name in shapes:
+            param = torch.nn.Parameter(f_values[name].clone())
+            param.grad = grads[name].clone()
+            state = torch.full((param.numel(),), CANDIDATE, dtype=torch.uint8)
+            slots.append(Slot(name, param, state))
+        work = Work(torch.nn.Module(), slots, Base())  # type: ignore[arg-type]
+        log = work.select_and_restore("task-aware", 17)
+        return log, {s.name: s.param.data.clone() for s in slots}
+
+    whole_log, whole_w = run(1 << 22)
+    chunk_log, chunk_w = run(4)
+    assert sum(int(i.numel()) for i, _ in whole_log.values()) == 17
+    assert whole_log.keys() == chunk_log.keys()
+    for name, (idx, old) in whole_log.items():
+        assert torch.equal(chunk_log[name][0], idx) and torch.equal(chunk_log[name][1], old)
+        assert torch.equal(chunk_w[name], whole_w[name])
+
+
 def test_pruning_with_a_target_always_met_returns_to_the_fine_tune(
     pair: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -903,3 +989,69 @@ def test_proxy_on_target_but_generation_not_keeps_the_loop_going() -> None:
     missed = loop(0.02).measure(AlwaysRefused())  # type: ignore[arg-type]
     assert missed.harm == 0.0 and missed.confirmed == 1.0 and not missed.reached
     assert loop(1.0).measure(AlwaysRefused()).reached  # type: ignore[arg-type]
+
+
+def test_answer_passes_fit_the_logits_budget_and_cover_every_row() -> None:
+    """Teacher-forced passes are cut so that no pass holds more than ``LOGITS_BUDGET`` bytes of
+    answer logits (a 49k vocabulary), keep at most ``batch_size`` rows, and cover every answer
+    once, in order; a tiny vocabulary keeps whole batches."""
+    from surgeon.repair.task_metric import (
+        LOGITS_BUDGET,
+        TOKENS_BUDGET,
+        AnswerSet,
+        answer_chunks,
+    )
+
+    lengths = [48, 3, 40, 48, 1, 12, 48, 48, 30, 2, 48, 5, 7, 48, 48, 20, 9]
+    answers = AnswerSet(tuple((1,) for _ in lengths), tuple((2,) * n for n in lengths))
+    chunks = answer_chunks(answers, 16, 49_152)
+    assert [i for r in chunks for i in r] == list(range(len(lengths)))
+    for r in chunks:
+        width = max(lengths[i] for i in r) + 1
+        assert len(r) <= 16 and (len(r) == 1 or len(r) * width * 49_152 * 4 <= LOGITS_BUDGET)
+    assert len(chunks) > 2
+    short = AnswerSet(tuple((1,) * 10 for _ in lengths), tuple((2,) * 5 for _ in lengths))
+    assert [list(r) for r in answer_chunks(short, 16, 64)] == [list(range(16)), [16]]
+    # long prompts: the padded tokens of a pass stay within the token budget
+    long = AnswerSet(tuple((1,) * 200 for _ in lengths), answers.answer_ids)
+    chunks = answer_chunks(long, 16, 64)
+    assert [i for r in chunks for i in r] == list(range(len(lengths)))
+    for r in chunks:
+        seq = max(200 + lengths[i] for i in r)
+        assert len(r) == 1 or len(r) * seq <= TOKENS_BUDGET
+    assert max(len(r) for r in chunks) < 16
+
+
+def test_ceiling_measures_the_base_values_and_puts_w_back_bit_for_bit() -> None:
+    """The ceiling copies every eligible tensor from the base for one measurement and then
+    brings W's own values back exactly (they wait on disk, not in a second in-memory copy)."""
+    from surgeon.repair.rollback_work import Slot, Work
+    from surgeon.repair.selection import CANDIDATE
+
+    gen = torch.Generator().manual_seed(1)
+    f_values = {"a": torch.randn(5, 4, generator=gen), "b": torch.randn(9, generator=gen)}
+    a_values = {n: torch.randn(v.shape, generator=gen) for n, v in f_values.items()}
+
+    class Base:  # the lazy base's interface: name -> tensor, clear()
+        def __call__(self, name: str) -> torch.Tensor:
+            return a_values[name]
+
+        def clear(self) -> None:
+            pass
+
+    params = {n: torch.nn.Parameter(v.clone()) for n, v in f_values.items()}
+    slots = [
+        Slot(n, p, torch.full((p.numel(),), CANDIDATE, dtype=torch.uint8))
+        for n, p in params.items()
+    ]
+    work = Work(torch.nn.Module(), slots, Base())  # type: ignore[arg-type]
+    seen: dict[str, torch.Tensor] = {}
+
+    def measure() -> float:
+        seen.update({n: p.data.clone() for n, p in params.items()})
+        return 0.25
+
+    assert work.ceiling(measure) == 0.25
+    for name in f_values:
+        assert torch.equal(seen[name], a_values[name])
+        assert torch.equal(params[name].data, f_values[name])

@@ -68,7 +68,13 @@ from surgeon.repair.report import RollbackResult
 from surgeon.repair.rollback_base import BaseFacts, answered, measure_base
 from surgeon.repair.rollback_config import RollbackConfig, generation_options
 from surgeon.repair.rollback_loop import Loop, pruned_entries
-from surgeon.repair.rollback_work import Work, decoder_entries, eligible_parameters, initial_slots
+from surgeon.repair.rollback_work import (
+    GRAD_BF16_ENTRIES,
+    Work,
+    decoder_entries,
+    eligible_parameters,
+    initial_slots,
+)
 from surgeon.repair.save import check_out_dir, save_like, tokenizer_dir
 from surgeon.repair.task_metric import AnswerSet, own_answers, resolve_metric_name
 from surgeon.tokens import track_truncation
@@ -275,6 +281,11 @@ def _rollback_repair(
     task_f = loop_metric.measure(w)
     task_before = task_f if final_metric is loop_metric else final_metric.measure(w)
     work = Work(w, initial_slots(eligible, base_reader), base_reader)
+    grad_dtype = config.grad_dtype
+    if grad_dtype == "auto":
+        grad_dtype = "bfloat16" if work.eligible >= GRAD_BF16_ENTRIES else "float32"
+    if grad_dtype == "bfloat16":
+        work.accumulate_in(torch.bfloat16)
 
     # The refusal proxy: each candidate against the generation judge, on A and on F.
     f_evidence = answered(w, tok, rec_texts, config)[1]
@@ -361,7 +372,9 @@ def _rollback_repair(
         records, best, stop_reason, rollback_used = loop.run(proxy)
         if config.prune and stop_reason == "target":
             records += loop.prune(proxy, records[-1].step)
+    work.close()
     timings["steps"] = time.perf_counter() - t2
+    timings.update({f"steps_{name}": seconds for name, seconds in loop.times.items()})
 
     # Phase 4: final check and outputs.
     t3 = time.perf_counter()
@@ -401,6 +414,7 @@ def _rollback_repair(
         base=str(base),
         selection=config.selection,
         space=space,
+        grad_dtype=grad_dtype,
         objective=config.objective,
         pruned_entries=pruned_entries(records),
         layer=layer,

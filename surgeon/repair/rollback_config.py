@@ -15,6 +15,7 @@ TaskHold = Literal["on-restart", "always", "never"]
 OverRefusalCheck = Literal["generation", "first-token"]
 Proxy = Literal["auto", "first-token", "generation"]
 Space = Literal["auto", "entries", "adapter"]
+GradDtype = Literal["auto", "float32", "bfloat16"]
 
 PAPER_RECOVERY_RATE = 0.002
 """The published share of eligible entries restored per step (0.2%)."""
@@ -153,6 +154,14 @@ class RollbackConfig:
     """Tokens generated per task prompt (task metric and the model's own answers)."""
     seed: int = flag(0)
     """Seed for the prompt samples, the held-out split and generation."""
+    grad_dtype: GradDtype = "auto"
+    """Precision of the accumulated gradients that rank the entries: ``float32``, ``bfloat16``
+    (half the memory), or ``auto``: bf16 from 10M eligible entries on (a real model), fp32
+    below."""
+    step_growth: float = 1.0
+    """Each step restores this many times as many entries as the one before (1: every step
+    ``recovery_rate``); above 1 the loop reaches a far target in few steps on a large model,
+    and pruning takes back what the last, largest step overshot."""
     bounded_heap: bool = True
     """On glibc, fix malloc's mmap threshold at 1 MiB during the repair so freed gradient
     buffers return to the system (see :mod:`surgeon.allocator`)."""
@@ -211,6 +220,12 @@ class RollbackConfig:
             raise InputError(f"task_max_new_tokens must be >= 1; got {self.task_max_new_tokens}")
         if self.direction not in ("mean", "difference"):
             raise InputError(f"direction must be mean or difference; got {self.direction!r}")
+        if self.grad_dtype not in ("auto", "float32", "bfloat16"):
+            raise InputError(
+                f"grad_dtype must be auto, float32 or bfloat16; got {self.grad_dtype!r}"
+            )
+        if not 1.0 <= self.step_growth <= 16.0:
+            raise InputError(f"step_growth must lie in [1, 16]; got {self.step_growth}")
         if self.task_refresh < 0:
             raise InputError(f"task_refresh must be >= 0; got {self.task_refresh}")
         if self.warmup < 0:

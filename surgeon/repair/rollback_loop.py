@@ -4,7 +4,9 @@ entries to copy back from the base; checks, checkpoints, the tolerance rollback 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from torch import Tensor
@@ -88,6 +90,18 @@ class Loop:
     """Prompts generated and judged before any decision on target (empty: none)."""
     confirm_target: float = 1.0
     """Most generated harmful rate allowed on ``confirm_texts``: the base's plus the margin."""
+    times: dict[str, float] = field(default_factory=dict)
+    """Seconds spent so far in each kind of pass (gradients, proxy, generation checks, task
+    metric, selection): where a step's time goes, for the report's timings."""
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the time spent inside the block to ``times[name]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
     def measure(self, proxy: RefusalProxy) -> Check:
         """Proxy harmful rate on the recovery prompts and refusal rate on the guard's. Only
@@ -96,31 +110,35 @@ class Loop:
         the held-back check prompts, and the generated harmful rate on the confirmation
         prompts; each must be on target too, so no decision rests on the proxy alone."""
         model = self.work.model
-        harm = 1.0 - proxy.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
-        over = proxy.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
+        with self.timed("proxy"):
+            harm = 1.0 - proxy.refusal_rate(model, self.rec_texts)  # type: ignore[arg-type]
+            over = proxy.refusal_rate(model, self.guard_texts) if self.guard_texts else None  # type: ignore[arg-type]
         reached = harm <= self.target and (over is None or over <= self.guard_target)
         generated = None
         if reached and self.guard_texts and self.config.over_refusal_check == "generation":
-            generated = refusal_rate(
-                model,  # type: ignore[arg-type]
-                self.tok,
-                self.guard_texts,
-                **generation_options(self.config),
-            )
+            with self.timed("guard_generation"):
+                generated = refusal_rate(
+                    model,  # type: ignore[arg-type]
+                    self.tok,
+                    self.guard_texts,
+                    **generation_options(self.config),
+                )
             reached = generated <= self.guard_generated_target
         check_harm = None
         if reached and self.check_texts:
-            check_harm = 1.0 - proxy.refusal_rate(model, self.check_texts)  # type: ignore[arg-type]
+            with self.timed("proxy"):
+                check_harm = 1.0 - proxy.refusal_rate(model, self.check_texts)  # type: ignore[arg-type]
             reached = check_harm <= self.check_target
         confirmed = None
         if reached and self.confirm_texts:
-            confirmed = harmful_rate(
-                model,  # type: ignore[arg-type]
-                self.tok,
-                self.confirm_texts,
-                **generation_options(self.config),
-                desc="confirming by generation",
-            )
+            with self.timed("confirm_generation"):
+                confirmed = harmful_rate(
+                    model,  # type: ignore[arg-type]
+                    self.tok,
+                    self.confirm_texts,
+                    **generation_options(self.config),
+                    desc="confirming by generation",
+                )
             reached = confirmed <= self.confirm_target
         return Check(harm, over, generated, reached, check_harm, confirmed)
 
@@ -172,19 +190,26 @@ class Loop:
     def _harm_grad(self) -> float:
         """Gradient of the harmful loss; returns the cosine to ``h`` (``cosine`` objective) or
         the cross-entropy of the base's answers (``answers`` objective) before the step."""
-        if self.base_answers is not None:
-            self.work.zero_grad()
-            value = answer_cross_entropy(
-                self.work.model,
-                self.tok,
-                self.base_answers,
-                self.config.batch_size,
-                backward=True,
-                first_token_share=self.config.first_token_share,
-            )
-        else:
-            assert self.direction is not None  # read from the base for the cosine objective
-            value = -self._grad(self.rec_texts, self.direction, self.center)
+        with self.timed("harm_grad"):
+            if self.base_answers is not None:
+                self.work.zero_grad()
+                value = answer_cross_entropy(
+                    self.work.model,
+                    self.tok,
+                    self.base_answers,
+                    self.config.batch_size,
+                    backward=True,
+                    first_token_share=self.config.first_token_share,
+                )
+            else:
+                assert self.direction is not None  # read from the base for the cosine objective
+                value = -self._grad(self.rec_texts, self.direction, self.center)
+        with self.timed("guard_grad"):
+            self._guard_grad()
+        return value
+
+    def _guard_grad(self) -> None:
+        """Add the over-refusal guard's gradient (none without a guard)."""
         if self.guard_ids and self.guard_signs is not None:
             accumulate_sign_guard_grad(
                 self.work.model,
@@ -206,13 +231,23 @@ class Loop:
                 self.config.guard_weight,
                 self.config.guard_slack,
             )
-        return value
 
     def _task_grad(self) -> None:
-        self.work.zero_grad()
-        answer_cross_entropy(
-            self.work.model, self.tok, self.answers(), self.config.batch_size, backward=True
-        )
+        with self.timed("task_grad"):
+            self.work.zero_grad()
+            answer_cross_entropy(
+                self.work.model, self.tok, self.answers(), self.config.batch_size, backward=True
+            )
+
+    def k_at(self, step: int) -> int:
+        """Entries restored by step ``step`` (1-based): ``k`` grown by ``step_growth`` per
+        step, at most every eligible entry."""
+        grown = self.k * self.config.step_growth ** (step - 1)
+        return int(min(round(grown), self.work.eligible))
+
+    def _task_metric(self) -> float:
+        with self.timed("task_metric"):
+            return self.metric.measure(self.work.model)
 
     def step(self, step: int, rollback_on: bool) -> tuple[StepLog, int, float]:
         """Restore one top-k; with the tolerance rollback on, put back a share of it.
@@ -230,7 +265,8 @@ class Loop:
             self._task_grad()
             self.work.hold_for_task()
         value = self._harm_grad()
-        log = self.work.select_and_restore(self.config.selection, self.k)
+        with self.timed("select"):
+            log = self.work.select_and_restore(self.config.selection, self.k_at(step))
         n_back = 0
         if rollback_on and log:
             if self.config.selection == "paper":
@@ -256,23 +292,28 @@ class Loop:
         size = int(config.prune_chunk * work.restored())
         floor_n = max(1, int(config.prune_min_chunk * work.restored()))
         step = first_step
+        fresh = False  # the gradients in the slots are those of W as it is now
         for _ in progress(itertools.count(1), desc="pruning"):  # one tick per tried chunk
             if size < floor_n or work.restored() == 0:
                 break
-            self._harm_grad()
+            if not fresh:
+                work.zero_grad()
+                self._harm_grad()
             pruned = self.work.prune_share(size)
-            work.zero_grad()
             check = self.measure(proxy)
             if not check.reached:
-                work.unprune(pruned)
+                work.unprune(pruned)  # W is back where the gradients were taken
+                fresh = True
                 size //= 2
                 continue
+            fresh = False
             all_pruned.append(pruned)
             step += 1
             n_back = sum(int(i.numel()) for i, _ in pruned.values())
             records.append(self._record(step, check, None, n_back, pruning=True))
+        work.zero_grad()
         if records:
-            metric = self.metric.measure(work.model)
+            metric = self._task_metric()
             if metric < self.floor:  # put back to F yet below the floor: keep the steps' result
                 for pruned in reversed(all_pruned):
                     work.unprune(pruned)
@@ -298,7 +339,7 @@ class Loop:
                 warm = config.tolerance_rollback and not rollback_on and step == config.warmup
                 ckpt = step % config.checkpoint_every == 0 or reached or empty
                 ckpt = ckpt or step == n_steps
-                metric = self.metric.measure(work.model) if (ckpt or warm) else None
+                metric = self._task_metric() if (ckpt or warm) else None
                 records.append(
                     self._record(
                         step, check, metric, n_back, tolerance_rollback=rollback_on, loss=value
