@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ def _peak() -> int:
     from procmem import peak_rss
 
     return peak_rss()
+
+
+def _rss() -> int:
+    """Resident set size now, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _model_bytes(directory: Path) -> int:
@@ -81,12 +90,18 @@ def worker_diagnose(org: Path, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     result = run_diagnose(str(org / "ft-harmful"), str(org / "base"), diag, out=out)
     wall = time.perf_counter() - start
-    r = result.report
+    return {
+        **diagnose_row(result.report),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(_peak() / 2**20),
+    }
+
+
+def diagnose_row(r: Any) -> dict[str, Any]:
+    """The figures of one diagnose report (:class:`surgeon.report.schema.DiagnoseReport`)."""
     d = r.directions
     causal = d.causal
     return {
-        "wall_s": round(wall, 1),
-        "peak_rss_mb": round(_peak() / 2**20),
         "timings": r.timings,
         "verdict": r.verdict,
         "harmful_rate": r.behaviour.harmful_rate,
@@ -97,18 +112,10 @@ def worker_diagnose(org: Path, out: Path) -> dict[str, Any]:
         "selected_layer": d.selected_layer,
         "most_drifted_layer": d.most_drifted_layer,
         "refusal_score": d.refusal_score,
+        "ambiguous_tokens": d.ambiguous_tokens,
         "causal": causal.model_dump() if causal is not None else None,
-        "candidates": [
-            {
-                "layer": c.layer,
-                "kl": c.ablation.kl,
-                "ablation_rate": [c.ablation.rate_before, c.ablation.rate_after],
-                "addition_rate": [c.addition.rate_before, c.addition.rate_after],
-                "valid": c.valid,
-            }
-            for c in d.candidates
-        ],
         "separation": [round(layer.separation, 3) for layer in d.layers],
+        "separation_base": [round(layer.separation_base or 0.0, 3) for layer in d.layers],
         "weights": (
             {
                 "changed_fraction": r.weights.changed_fraction,
@@ -128,6 +135,11 @@ def worker_rollback(org: Path, variant: str, out: Path) -> dict[str, Any]:
     from surgeon.runs import run_repair
 
     _, rep = real_settings(org)
+    # as the demo: restore up to and including the diagnosis's most drifted layer
+    drifted = json.loads(RESULTS.read_text()).get("diagnose", {}).get("most_drifted_layer")
+    if drifted is not None:
+        rep = replace(rep, rollback=replace(rep.rollback, layer=drifted + 1))
+    runtime = _rss()  # the Python, torch and transformers runtime before any model is loaded
     start = time.perf_counter()
     result = run_repair(str(org / variant), str(org / "base"), rep, out=out)
     wall = time.perf_counter() - start
@@ -139,7 +151,9 @@ def worker_rollback(org: Path, variant: str, out: Path) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "timings": r.timings,
         "peak_rss_mb": round(peak / 2**20),
+        "runtime_rss_mb": round(runtime / 2**20),
         "fp32_model_mb": round(model_bytes / 2**20),
+        "peak_over_model_without_runtime": round((peak - runtime) / model_bytes, 2),
         "peak_over_model": round(peak / model_bytes, 2),
         "verdict": r.verdict,
         "reasons": r.reasons,

@@ -215,16 +215,19 @@ def test_step_defaults_follow_the_selection() -> None:
 
 
 def test_growing_steps_double_and_stop_at_every_eligible_entry() -> None:
-    """``step_growth`` multiplies each step's entries; no step asks for more than exist."""
+    """``step_growth`` multiplies each step's entries, up to 16 times the first step's; no step
+    asks for more than exist."""
     from surgeon.repair.rollback_loop import Loop
 
     work = SimpleNamespace(eligible=1000)
     loop = Loop.__new__(Loop)
     loop.work, loop.k = work, 10  # type: ignore[assignment]
     loop.config = RollbackConfig(step_growth=2.0)
-    assert [loop.k_at(t) for t in range(1, 9)] == [10, 20, 40, 80, 160, 320, 640, 1000]
+    assert [loop.k_at(t) for t in range(1, 9)] == [10, 20, 40, 80, 160, 160, 160, 160]
+    loop.k = 100
+    assert [loop.k_at(t) for t in range(1, 6)] == [100, 200, 400, 800, 1000]
     loop.config = RollbackConfig()
-    assert {loop.k_at(t) for t in range(1, 9)} == {10}
+    assert {loop.k_at(t) for t in range(1, 9)} == {100}
 
 
 def test_bf16_accumulation_matches_fp32_gradients_and_frees_grad() -> None:
