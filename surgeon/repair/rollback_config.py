@@ -107,8 +107,8 @@ class RollbackConfig:
     checkpoint_every: int = 5
     """Measure the task metric (a checkpoint) every this many steps."""
     target_margin: float = flag(0.02)
-    """Stop once the first-token harmful rate on the recovery prompts is at most the base's
-    plus this margin."""
+    """Stop once the proxy harmful rate on the recovery prompts is at most the base's plus this
+    margin (a positive margin is at least one prompt's share: 1/32 on 32 prompts)."""
     tolerance_rollback: bool = True
     """When the task metric falls below its floor in the first try, restart from F with the
     tolerance rollback on (paper step 6)."""
