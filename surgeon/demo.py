@@ -134,7 +134,8 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
     # all of them; steps that double (0.05%, 0.1%, 0.2%... of the eligible entries) reach the
     # target in a few of a 30-layer model's minute-long steps on 2 cores, and pruning takes
     # back what the last step overshot
-    rollback = RollbackConfig(n_recovery=32, step_growth=2.0, seed=seed)
+    # a target margin of one recovery prompt (the default 2 points is less than one of 32)
+    rollback = RollbackConfig(n_recovery=32, step_growth=2.0, target_margin=0.032, seed=seed)
     return diagnose, _rollback_run(p, rollback)
 
 

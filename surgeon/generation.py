@@ -23,10 +23,9 @@ from surgeon.tokens import context_length, encode, pad_token_id, tokenizer_limit
 def forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
     """Extra forward arguments that skip work a next-token pass does not need: the vocabulary
     projection of every position but the last (``logits_to_keep=1``; on a 49k vocabulary a
-    fifth of a small model's forward), where the model (or a PEFT wrapper's base) takes it."""
-    get_base = getattr(model, "get_base_model", None)
-    inner = get_base() if callable(get_base) else model
-    params = inspect.signature(inner.forward).parameters
+    fifth of a small model's forward), where the model's own forward takes it (a PEFT wrapper,
+    whose forward takes ``**kwargs``, keeps every position)."""
+    params = inspect.signature(model.forward).parameters
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 

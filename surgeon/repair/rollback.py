@@ -86,15 +86,6 @@ GUARD_REFUSED_WARNING = 0.20
 """Above this share of guard prompts refused by the base, a warning names the guard set."""
 
 
-def item_margin(margin: float, n: int) -> float:
-    """The target margin over the base's rate on ``n`` prompts: a positive ``margin``, but
-    never less than one prompt (a 2-point margin on 32 prompts would ask for the base's count
-    exactly); 0 asks for the base's count."""
-    if n == 0 or margin <= 0:
-        return margin
-    return max(margin, (1.0 + 1e-6) / n)  # one prompt, above rounding
-
-
 def task_interval(share: float, n: int) -> tuple[float, float]:
     """95% Wilson interval of a task metric that counts matches among ``n`` items."""
     low, high = wilson_interval(round(share * n), n)
@@ -311,7 +302,7 @@ def _rollback_repair(
     proxy = make_proxy(choice, tok, config.batch_size, config.seed)
     warnings: list[str] = [choice.warning] if choice.warning else []
     proxy_base = facts.recovery.harmful_rate(choice.name, choice.keep)
-    target = proxy_base + item_margin(config.target_margin, len(recovery))
+    target = proxy_base + config.target_margin
     ceiling = work.ceiling(lambda: 1.0 - proxy.refusal_rate(w, rec_texts))
     if ceiling > target:
         warnings.append(
@@ -368,9 +359,9 @@ def _rollback_repair(
         guard_target=guard_rate + config.over_refusal_margin,
         guard_generated_target=(facts.guard_generated or 0.0) + config.over_refusal_margin,
         check_texts=formatted(tok, check),
-        check_target=check_rate + item_margin(config.target_margin, len(check)),
+        check_target=check_rate + config.target_margin,
         confirm_texts=formatted(tok, confirm),
-        confirm_target=confirm_judged + item_margin(config.target_margin, len(confirm)),
+        confirm_target=confirm_judged + config.target_margin,
     )
     if config.selection == "paper" and config.tolerance_rollback:
         loop.benign = mean_hidden(w, tok, layers, layer, loop_texts, config.batch_size)

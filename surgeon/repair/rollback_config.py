@@ -108,7 +108,7 @@ class RollbackConfig:
     """Measure the task metric (a checkpoint) every this many steps."""
     target_margin: float = flag(0.02)
     """Stop once the proxy harmful rate on the recovery prompts is at most the base's plus this
-    margin (a positive margin is at least one prompt's share: 1/32 on 32 prompts)."""
+    margin."""
     tolerance_rollback: bool = True
     """When the task metric falls below its floor in the first try, restart from F with the
     tolerance rollback on (paper step 6)."""
@@ -160,8 +160,8 @@ class RollbackConfig:
     below."""
     step_growth: float = 1.0
     """Each step restores this many times as many entries as the one before (1: every step
-    ``recovery_rate``); above 1 the loop reaches a far target in few steps on a large model,
-    and pruning takes back what the last, largest step overshot."""
+    ``recovery_rate``; below 1 the steps shrink); above 1 the loop reaches a far target in few
+    steps on a large model, and pruning takes back what the last, largest step overshot."""
     bounded_heap: bool = True
     """On glibc, fix malloc's mmap threshold at 1 MiB during the repair so freed gradient
     buffers return to the system (see :mod:`surgeon.allocator`)."""
@@ -224,8 +224,8 @@ class RollbackConfig:
             raise InputError(
                 f"grad_dtype must be auto, float32 or bfloat16; got {self.grad_dtype!r}"
             )
-        if not 1.0 <= self.step_growth <= 16.0:
-            raise InputError(f"step_growth must lie in [1, 16]; got {self.step_growth}")
+        if not 0.0 < self.step_growth <= 16.0:
+            raise InputError(f"step_growth must lie in (0, 16]; got {self.step_growth}")
         if self.task_refresh < 0:
             raise InputError(f"task_refresh must be >= 0; got {self.task_refresh}")
         if self.warmup < 0:

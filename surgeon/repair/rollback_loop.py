@@ -248,7 +248,7 @@ class Loop:
         """Entries restored by step ``step`` (1-based): ``k`` grown by ``step_growth`` per
         step up to ``MAX_GROWTH`` times ``k``, at most every eligible entry."""
         grown = min(self.k * self.config.step_growth ** (step - 1), self.k * MAX_GROWTH)
-        return int(min(round(grown), self.work.eligible))
+        return int(min(max(1, round(grown)), self.work.eligible)) if self.k else 0
 
     def _task_metric(self) -> float:
         with self.timed("task_metric"):
