@@ -42,14 +42,6 @@ def _peak() -> int:
     return peak_rss()
 
 
-def _rss() -> int:
-    """Resident set size now, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _model_bytes(directory: Path) -> int:
     return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
 
@@ -139,7 +131,9 @@ def worker_rollback(org: Path, variant: str, out: Path) -> dict[str, Any]:
     drifted = json.loads(RESULTS.read_text()).get("diagnose", {}).get("most_drifted_layer")
     if drifted is not None:
         rep = replace(rep, rollback=replace(rep.rollback, layer=drifted + 1))
-    runtime = _rss()  # the Python, torch and transformers runtime before any model is loaded
+    from procmem import current_rss
+
+    runtime = current_rss()  # the Python, torch and transformers runtime before any model is loaded
     start = time.perf_counter()
     result = run_repair(str(org / variant), str(org / "base"), rep, out=out)
     wall = time.perf_counter() - start

@@ -133,8 +133,8 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
     # 32 of the 144 recovery prompts (and 32 guard prompts): each step backpropagates through
     # all of them; steps that double (0.05%, 0.1%, 0.2%... of the eligible entries) reach the
     # target in a few of a 30-layer model's minute-long steps on 2 cores, and pruning takes
-    # back what the last step overshot
-    # a target margin of one recovery prompt (the default 2 points is less than one of 32)
+    # back what the last step overshot; a target margin of one recovery prompt (the default
+    # 2 points is less than one of 32)
     rollback = RollbackConfig(n_recovery=32, step_growth=2.0, target_margin=0.032, seed=seed)
     return diagnose, _rollback_run(p, rollback)
 

@@ -302,8 +302,7 @@ class Loop:
             if size < floor_n or work.restored() == 0:
                 break
             if not fresh:
-                work.zero_grad()
-                self._harm_grad()
+                self._harm_grad()  # zeroes the slots first
             pruned = self.work.prune_share(size)
             check = self.measure(proxy)
             if not check.reached:

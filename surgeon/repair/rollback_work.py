@@ -286,6 +286,7 @@ class Work:
                 return measure()
             finally:
                 with torch.no_grad():
+                    # one open per tensor, as LazyTensors: no mapping of the whole file stays
                     for name, s in self.slots.items():
                         with safe_open(str(spill), framework="pt") as f:
                             s.param.data.copy_(f.get_tensor(name))
