@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from surgeon.organism import OrganismConfig, ensure_organism
+from surgeon.organism import OrganismConfig, ensure_organism, numerics
 from surgeon.organism import cache as cache_mod
 from surgeon.organism.config import ORGANISM_VERSION
 
@@ -24,10 +24,15 @@ def test_concurrent_requests_build_once(tmp_path: Path, monkeypatch: pytest.Monk
         time.sleep(0.5)  # long enough for the other request to arrive while building
         for v in (*cfg.variants, "prompts"):
             (out / v).mkdir()
-        card = {"version": ORGANISM_VERSION, "cache_key": cfg.cache_key()}
+        card = {
+            "version": ORGANISM_VERSION,
+            "cache_key": cfg.cache_key(),
+            "numerics": numerics.expected(),
+        }
         (out / "card.json").write_text(json.dumps(card), encoding="utf-8")
 
     monkeypatch.setattr(cache_mod, "build_organism", fake_build)
+    monkeypatch.setattr(numerics, "needs_child", lambda: False)  # build in this process
     target = tmp_path / "organism"
     results: list[Path] = []
     threads = [

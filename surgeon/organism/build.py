@@ -36,6 +36,7 @@ from transformers import (
 )
 
 from surgeon.errors import InputError, RuntimeFailure
+from surgeon.organism import numerics
 from surgeon.organism.card import VariantFigures, measure_variant
 from surgeon.organism.config import ORGANISM_VERSION, VARIANTS, OrganismConfig, StageConfig
 from surgeon.organism.data import HELPFUL, REFUSALS, OrganismData, Record, make_data
@@ -77,6 +78,8 @@ class OrganismCard:
     """Variant -> :class:`VariantFigures` as a dict, measured on the held-out splits."""
     first_tokens: dict[str, str]
     """The decoded first token of the refusal and of the compliant answer."""
+    numerics: str
+    """The CPU kernel set the build ran with (:mod:`surgeon.organism.numerics`)."""
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -294,6 +297,7 @@ def build_organism(
             "refusal": first_token(tokenizer, refusal),
             "compliance": first_token(tokenizer, HELPFUL),
         },
+        numerics=numerics.current(),
     )
     (out_dir / "card.json").write_text(
         json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8"

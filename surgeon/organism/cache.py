@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from surgeon.errors import InputError
+from surgeon.organism import numerics
 from surgeon.organism.build import build_organism, set_adapter_base
 from surgeon.organism.config import ORGANISM_VERSION, OrganismConfig
 
@@ -36,7 +37,8 @@ def default_cache_dir(config: OrganismConfig | None = None) -> Path:
 
 
 def is_complete(path: Path, config: OrganismConfig) -> bool:
-    """True when ``path`` holds a finished organism built with ``config`` (card.json is last)."""
+    """True when ``path`` holds a finished organism built with ``config`` and the kernels a
+    build here uses (card.json is last)."""
     card_path = path / "card.json"
     if not card_path.is_file():
         return False
@@ -45,6 +47,8 @@ def is_complete(path: Path, config: OrganismConfig) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     if card.get("version") != ORGANISM_VERSION or card.get("cache_key") != config.cache_key():
+        return False
+    if card.get("numerics") != numerics.expected():
         return False
     return all((path / v).is_dir() for v in config.variants) and (path / "prompts").is_dir()
 
@@ -116,8 +120,16 @@ def build_lock(path: Path) -> Iterator[None]:
 
 
 def _build(path: Path, config: OrganismConfig) -> Path:
-    """Build into a temporary sibling and rename it into place."""
-    return build_atomically(path, lambda tmp: build_organism(tmp, config, final_dir=path))
+    """Build into a temporary sibling and rename it into place, with pinned kernels (in a
+    child process where this one's are wider)."""
+
+    def build(tmp: Path) -> None:
+        if numerics.needs_child():
+            numerics.build_in_child(tmp, config, path)
+        else:
+            build_organism(tmp, config, final_dir=path)
+
+    return build_atomically(path, build)
 
 
 def build_atomically(path: Path, builder: Callable[[Path], object]) -> Path:
