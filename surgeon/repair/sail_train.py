@@ -28,6 +28,8 @@ the main process writes the adapter.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -54,8 +56,25 @@ from surgeon.repair.sail_loss import (
 
 def make_accelerator(device: str) -> Accelerator:
     """The process's ``Accelerator``: CPU when ``device`` is ``cpu``, else accelerate's device
-    (the process's GPU under ``accelerate launch``)."""
-    return Accelerator(cpu=device == "cpu")
+    (the process's GPU under ``accelerate launch``). With several processes, their process
+    group is destroyed when the interpreter exits (:func:`_end_process_group_at_exit`)."""
+    accelerator = Accelerator(cpu=device == "cpu")
+    if accelerator.num_processes > 1:
+        _end_process_group_at_exit()
+    return accelerator
+
+
+@functools.cache
+def _end_process_group_at_exit() -> None:
+    """Register, once, the process group's destruction at exit: a gloo group left to the C++
+    destructors after the interpreter aborted a process ("terminate called without an active
+    exception", SIGABRT, exit -6) in a CI run of tests/test_sail_ddp.py."""
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 @dataclass(frozen=True)
