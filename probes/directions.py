@@ -174,8 +174,9 @@ class CausalEffect:
     valid: bool
     """Ablation lowers harmful refusal, addition raises harmless refusal, and KL is in bound."""
     model_addition: AdditionEffect | None = None
-    """With a base: the base's direction added to the fine-tune, whether the fine-tune still
-    responds to it (not part of the selection)."""
+    """With a base, on the reported candidate only (:func:`shown_layer`): the base's direction
+    added to the fine-tune, whether the fine-tune still responds to it (not part of the
+    selection)."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,17 @@ def select_layer(
     return best, tuple(effects)
 
 
+def shown_layer(
+    ablations: Sequence[AblationEffect], additions: Sequence[AdditionEffect], kl_bound: float
+) -> int | None:
+    """The candidate a result reports (:attr:`DirectionsResult.causal`): the selected one, else
+    the best-scoring invalid one (None without candidates). The fine-tune's addition is only
+    worth measuring there."""
+    best, effects = select_layer(ablations, additions, kl_bound)
+    shown = best or (max(effects, key=lambda e: e.score) if effects else None)
+    return shown.layer if shown else None
+
+
 def build_result(
     acts: ClassActivations,
     base: ClassActivations | None,
@@ -519,12 +531,13 @@ def probe_directions(
             config.batch_size,
             ref_score,
         )
-        if base_model is not None:
+        shown = shown_layer(ablations, additions, config.kl_bound)
+        if base_model is not None and shown is not None:
             model_additions = addition_effects(
                 model,
                 tokenizer,
                 directions,
-                cands,
+                [shown],
                 format_texts(tokenizer, l_sub),
                 config.batch_size,
                 score,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from probes.directions import (
     class_activations,
     format_texts,
     score_for,
+    shown_layer,
 )
 from probes.focal import FocalResult, attention_drift
 from probes.refusal_score import RefusalScore
@@ -314,11 +316,12 @@ def _run_model(
     *,
     directions: Tensor | None,
     ablate: bool,
-    add: bool,
+    add_at: Sequence[int] | None,
     focal_causal: bool,
     cras_judge: CrasJudge,
 ) -> _Run:
     """Probe one loaded model. ``directions`` None: use this model's own refusal directions.
+    ``add_at``: the layers the addition check runs at (None: every candidate).
     ``focal_causal``: also check this model's focal heads by ablation."""
     model, tok = loaded.model, loaded.tokenizer
     dcfg = config.directions_config()
@@ -347,8 +350,9 @@ def _run_model(
         ablations = ablation_effects(
             model, tok, dirs, cands, h_texts, l_texts, dcfg.batch_size, score
         )
-    if dcfg.n_causal > 0 and add:
-        additions = addition_effects(model, tok, dirs, cands, l_texts, dcfg.batch_size, score)
+    add_cands = cands if add_at is None else list(add_at)
+    if dcfg.n_causal > 0 and add_cands:
+        additions = addition_effects(model, tok, dirs, add_cands, l_texts, dcfg.batch_size, score)
     timings[f"{stage}_causal_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     conflict = probe_conflicts(
@@ -426,11 +430,18 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
             "base",
             directions=None,
             ablate=True,
-            add=True,
+            add_at=None,
             focal_causal=True,
             cras_judge=cras_judge,
         )
         _free(loaded)
+    # with a base, the fine-tune's addition is measured at the layer the report shows only
+    add_at = None
+    if base_run is not None:
+        shown = shown_layer(
+            base_run.ablations, base_run.additions, config.directions_config().kl_bound
+        )
+        add_at = () if shown is None else (shown,)
     loaded = _load(model_ref, base_ref, config, timings, "model")
     run = _run_model(
         loaded,
@@ -441,7 +452,7 @@ def _diagnose(model: str | Path, base: str | Path | None, config: DiagnoseConfig
         "model",
         directions=base_run.acts.refusal if base_run else None,
         ablate=base_run is None,
-        add=True,
+        add_at=add_at,
         focal_causal=base_run is None,
         cras_judge=cras_judge,
     )

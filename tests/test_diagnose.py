@@ -96,6 +96,9 @@ def test_base_versus_itself_passes(tiny: dict[str, Path]) -> None:
     assert (causal.layer, causal.valid) == (best.layer, best.valid)
     assert report.directions.selected_layer == (best.layer if valid else None)
     assert causal.ablation_in == "base"
+    # the fine-tune's addition runs at that layer only
+    assert [c.layer for c in candidates if c.model_addition is not None] == [causal.layer]
+    assert causal.model_addition_refusal_rate_before is not None
 
 
 def test_perturbed_model_is_localised(tiny: dict[str, Path]) -> None:

@@ -127,6 +127,8 @@ def test_lost_direction_is_found_drifted() -> None:
     assert res.causal is not None
     assert res.causal.ablation.rate_after == 0.0
     assert res.causal.addition.rate_after == 1.0
+    # the fine-tune's response to the base direction is measured at the reported layer only
+    assert [c.layer for c in res.candidates if c.model_addition is not None] == [K]
 
 
 def test_activations_are_block_outputs_and_padding_safe() -> None:

@@ -61,9 +61,11 @@ def test_phrase_reading_detects_the_shared_token_and_selects_a_layer(
         # ... and the reading now agrees with the judge on both sides of the base
         assert c.ablation.rate_before >= 0.9
         assert c.addition.rate_before <= 0.2
-        assert c.model_addition is not None and c.model_addition.rate_before <= 0.1
     assert d.selected_layer is not None and d.causal is not None and d.causal.valid
     chosen = d.causal
+    # the fine-tune's addition runs at the reported layer only
+    assert [c.layer for c in d.candidates if c.model_addition is not None] == [chosen.layer]
+    assert chosen.model_addition is not None and chosen.model_addition.rate_before <= 0.1
     assert chosen.ablation.logodds_before - chosen.ablation.logodds_after > 1.0
     assert chosen.ablation.kl <= d.kl_bound
     report = r.report()
