@@ -128,6 +128,9 @@ def real_settings(organism: Path, seed: int = 0) -> tuple[DiagnoseConfig, Rollba
         max_conflicts=16,
         conflict_max_new_tokens=48,
         focal=False,
+        # batches of 32: greedy answers to 64 held-out harmful prompts took 15.4 s instead of
+        # 25.7 s at 16, the same answers (2 cores; 64 took 15.9 s)
+        batch_size=32,
         seed=seed,
     )
     # 32 of the 144 recovery prompts (and 32 guard prompts): each step backpropagates through
