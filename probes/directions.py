@@ -428,14 +428,17 @@ def select_layer(
     return best, tuple(effects)
 
 
+def _shown(best: CausalEffect | None, effects: Sequence[CausalEffect]) -> CausalEffect | None:
+    """The candidate a result reports: the selected one, else the best-scoring invalid one."""
+    return best or (max(effects, key=lambda e: e.score) if effects else None)
+
+
 def shown_layer(
     ablations: Sequence[AblationEffect], additions: Sequence[AdditionEffect], kl_bound: float
 ) -> int | None:
-    """The candidate a result reports (:attr:`DirectionsResult.causal`): the selected one, else
-    the best-scoring invalid one (None without candidates). The fine-tune's addition is only
-    worth measuring there."""
-    best, effects = select_layer(ablations, additions, kl_bound)
-    shown = best or (max(effects, key=lambda e: e.score) if effects else None)
+    """The layer of the candidate a result reports (:attr:`DirectionsResult.causal`; None
+    without candidates). The fine-tune's addition is only worth measuring there."""
+    shown = _shown(*select_layer(ablations, additions, kl_bound))
     return shown.layer if shown else None
 
 
@@ -452,7 +455,7 @@ def build_result(
     ``scores``: the refusal readings the causal checks used."""
     layers, drifted = summarize(acts, base)
     best, effects = select_layer(ablations, additions, config.kl_bound, model_additions)
-    shown = best or (max(effects, key=lambda e: e.score) if effects else None)
+    shown = _shown(best, effects)
     return DirectionsResult(
         layers=layers,
         selected_layer=best.layer if best else None,
@@ -531,8 +534,10 @@ def probe_directions(
             config.batch_size,
             ref_score,
         )
-        shown = shown_layer(ablations, additions, config.kl_bound)
-        if base_model is not None and shown is not None:
+        shown = (
+            shown_layer(ablations, additions, config.kl_bound) if base_model is not None else None
+        )
+        if shown is not None:
             model_additions = addition_effects(
                 model,
                 tokenizer,
