@@ -166,6 +166,9 @@ def worker_rollback(org: Path, variant: str, out: Path) -> dict[str, Any]:
         "space": r.space,
         "layer": r.layer,
         "proxy": r.proxy.name,
+        # calibration on the recovery prompts: each proxy's harmful rate against the judge's
+        "proxy_candidates": [c.model_dump() for c in r.proxy.candidates],
+        "proxy_excluded_tokens": r.proxy.excluded_tokens,
         "stop_reason": r.stop_reason,
         "chosen_step": r.chosen_step,
     }

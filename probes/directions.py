@@ -172,7 +172,8 @@ class CausalEffect:
     kl_ok: bool
     """Whether the ablation's KL is within the bound."""
     valid: bool
-    """Ablation lowers harmful refusal, addition raises harmless refusal, and KL is in bound."""
+    """Ablation lowers harmful refusal, addition raises harmless refusal (each in log-odds and
+    in the share of prompts read as refusals), and KL is in bound."""
     model_addition: AdditionEffect | None = None
     """With a base, on the reported candidate only (:func:`shown_layer`): the base's direction
     added to the fine-tune, whether the fine-tune still responds to it (not part of the
@@ -337,13 +338,20 @@ def ablation_effects(
     harmless_texts: Sequence[str],
     batch_size: int = 16,
     score: RefusalScore | None = None,
+    harmless_logits: Tensor | None = None,
 ) -> list[AblationEffect]:
     """Per candidate, ablate its unit direction everywhere: harmful refusal, harmless KL.
 
-    ``score``: how refusal is read (default: the first-token log-odds)."""
+    ``score``: how refusal is read (default: the first-token log-odds). ``harmless_logits``:
+    the unmodified model's next-token logits on ``harmless_texts`` when already computed
+    (:meth:`RefusalScore.log_odds_and_logits`), the KL's reference."""
     score = score or refusal_score(tokenizer, mode="first-token")
     h0 = score.log_odds(model, tokenizer, harmful_texts, batch_size)
-    l0 = last_logits(model, tokenizer, harmless_texts, batch_size)
+    l0 = (
+        harmless_logits
+        if harmless_logits is not None
+        else last_logits(model, tokenizer, harmless_texts, batch_size)
+    )
     out = []
     for layer in candidates:
         with ablate_direction(model, directions[layer]):
@@ -370,10 +378,17 @@ def addition_effects(
     harmless_texts: Sequence[str],
     batch_size: int = 16,
     score: RefusalScore | None = None,
+    baseline: Tensor | None = None,
 ) -> list[AdditionEffect]:
-    """For each candidate, add its (unnormalised) direction after that layer; harmless refusal."""
+    """For each candidate, add its (unnormalised) direction after that layer; harmless refusal.
+
+    ``baseline``: the unmodified model's log-odds on ``harmless_texts`` when already computed."""
     score = score or refusal_score(tokenizer, mode="first-token")
-    s0 = score.log_odds(model, tokenizer, harmless_texts, batch_size)
+    s0 = (
+        baseline
+        if baseline is not None
+        else score.log_odds(model, tokenizer, harmless_texts, batch_size)
+    )
     out = []
     for layer in candidates:
         with add_direction(model, layer, directions[layer]):
@@ -412,6 +427,10 @@ def select_layer(
         drop = ab.logodds_before - ab.logodds_after
         rise = ad.logodds_after - ad.logodds_before
         kl_ok = ab.kl <= kl_bound
+        # a shift of the mean log-odds that turns no prompt's reading is no causal evidence:
+        # a reading that calls every harmless answer a refusal (an ambiguous first token) can
+        # still rise by a few hundredths
+        moves = ab.rate_after < ab.rate_before and ad.rate_after > ad.rate_before
         effects.append(
             CausalEffect(
                 ab.layer,
@@ -419,7 +438,7 @@ def select_layer(
                 ad,
                 drop + rise,
                 kl_ok,
-                kl_ok and drop > 0 and rise > 0,
+                kl_ok and drop > 0 and rise > 0 and moves,
                 in_model.get(ab.layer),
             )
         )
@@ -515,24 +534,32 @@ def probe_directions(
             else ref_score  # the same model: read its answers once
         )
         scores = [ref_score, score]
+        harmless_texts = format_texts(ref_tok, l_sub)
+        # one unmodified pass over the harmless prompts: the addition's baseline and the
+        # ablation's KL reference
+        s0, l0 = ref_score.log_odds_and_logits(
+            ref_model, ref_tok, harmless_texts, config.batch_size
+        )
         ablations = ablation_effects(
             ref_model,
             ref_tok,
             directions,
             cands,
             format_texts(ref_tok, h_sub),
-            format_texts(ref_tok, l_sub),
+            harmless_texts,
             config.batch_size,
             ref_score,
+            harmless_logits=l0,
         )
         additions = addition_effects(
             ref_model,
             ref_tok,
             directions,
             cands,
-            format_texts(ref_tok, l_sub),
+            harmless_texts,
             config.batch_size,
             ref_score,
+            baseline=s0,
         )
         shown = (
             shown_layer(ablations, additions, config.kl_bound) if base_model is not None else None

@@ -69,7 +69,6 @@ class RefusalScore:
         """``first-token`` when no phrase is extended, else ``phrase``."""
         return "phrase" if self.sequences else "first-token"
 
-    @torch.no_grad()
     def log_odds(
         self,
         model: PreTrainedModel,
@@ -78,14 +77,27 @@ class RefusalScore:
         batch_size: int,
     ) -> Tensor:
         """Refusal log-odds after each formatted prompt (float32, CPU)."""
+        return self.log_odds_and_logits(model, tokenizer, texts, batch_size)[0]
+
+    @torch.no_grad()
+    def log_odds_and_logits(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        batch_size: int,
+    ) -> tuple[Tensor, Tensor]:
+        """Refusal log-odds and the next-token logits after each formatted prompt (float32,
+        CPU), from the same forward passes."""
         device = model_device(model)
         extra = forward_kwargs(model)
         multi = [s for s in self.sequences if len(s) > 1]
-        out = []
+        out, last = [], []
         for i in range(0, len(texts), batch_size):
             enc = encode(tokenizer, list(texts[i : i + batch_size]), device)
             res = model(**enc, use_cache=bool(multi), **extra)
-            logp = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1).cpu()
+            last.append(res.logits[:, -1, :].float().cpu())
+            logp = torch.log_softmax(last[-1], dim=-1)
             parts = [logp[:, list(self.first_tokens)]] if self.first_tokens else []
             parts += [logp[:, [s[0] for s in self.sequences if len(s) == 1]]]
             if multi:
@@ -93,7 +105,7 @@ class RefusalScore:
                 parts.append(_continuations(model, enc, cache, multi, logp))
             lp = torch.logsumexp(torch.cat(parts, dim=1), dim=1)
             out.append(lp - torch.log1p(-lp.exp().clamp(max=1 - 1e-6)))
-        return torch.cat(out)
+        return torch.cat(out), torch.cat(last)
 
 
 def _continuations(

@@ -220,6 +220,17 @@ def test_select_layer_rules() -> None:
     torch.testing.assert_close(best.score, 2.0 + 3.0)
     best, _ = select_layer(ablations[2:], additions[2:], kl_bound=0.1)
     assert best is None
+    # log-odds that move while no prompt's reading turns: not valid (a reading that calls
+    # every harmless prompt a refusal already, rate 1.0, can still rise by a few hundredths)
+    still = [AblationEffect(1, 9.1, 6.6, 1.0, 1.0, 0.004)]
+    saturated = [AdditionEffect(1, 8.70, 8.73, 1.0, 1.0)]
+    best, effects = select_layer(still, saturated, kl_bound=0.1)
+    assert best is None and not effects[0].valid and effects[0].score > 0
+    released = [AblationEffect(1, 9.1, 6.6, 1.0, 0.5, 0.004)]
+    best, _ = select_layer(released, saturated, kl_bound=0.1)
+    assert best is None  # the addition still turns no harmless prompt
+    best, _ = select_layer(released, [AdditionEffect(1, -2.0, 1.0, 0.0, 0.6)], kl_bound=0.1)
+    assert best is not None and best.layer == 1
 
 
 def test_candidate_layers_are_evenly_spaced_and_capped() -> None:

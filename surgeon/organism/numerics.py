@@ -1,13 +1,16 @@
 """Pinned CPU numerics for the small organism's build: the same weights on every x86 machine.
 
 Torch picks its CPU kernels by the instruction sets the processor has (``AVX2``, ``AVX512``),
-and two kernel sets round differently. Over a few hundred training steps those last bits
-grow into a different organism: on an AVX-512 machine the default build's ft-harmful obeys
-its system prompt 28% of the time instead of 39%, and the figure tests that were measured on
-the AVX2 build fail (bench/NOTES.md). So on any x86 processor with AVX2 the build runs with
-AVX2 kernels, in a child process when this one already chose wider ones (the choice is made
-once per process, at the first kernel call). Other processors build with their own kernels,
-and the card says which (``numerics``).
+and MKL, which computes its matrix products, picks its code by the processor's vendor and
+model as well. Two kernel sets round differently, and over a few hundred training steps those
+last bits grow into a different organism: on an AVX-512 machine the default build's
+ft-harmful obeys its system prompt 28% of the time instead of 39%, and with AVX2 kernels alone
+an Intel Xeon and an AMD EPYC still built different organisms (bench/NOTES.md). So on any x86
+processor with AVX2 the build runs with torch's AVX2 kernels, oneDNN capped at AVX2 and MKL in
+its conditional-numerical-reproducibility mode on the ``COMPATIBLE`` branch (the one code
+path MKL documents to give the same results on Intel and other x86 processors), in a child
+process when this one was not started that way (both choices are made once per process).
+Other processors build with their own kernels, and the card says which (``numerics``).
 """
 
 from __future__ import annotations
@@ -23,28 +26,36 @@ import torch
 from surgeon.errors import RuntimeFailure
 from surgeon.organism.config import OrganismConfig
 
-PINNED = "avx2"
-"""The kernel set every x86 build uses (what the README's organism card was measured with)."""
+MKL_BRANCH = "COMPATIBLE"
+"""MKL's reproducible code branch for the build (SSE2 without approximate reciprocals: about
+3x slower matrix products than AVX2, the same bits on every vendor's processor)."""
+PINNED = "avx2/mkl-compatible"
+"""The numerics every x86 build uses (what the README's organism card was measured with)."""
 PIN_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's matrix products (no-op on an AVX2 machine)
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's widest instructions
+    "MKL_CBWR": MKL_BRANCH,  # MKL's matrix products: one code path on every x86 vendor
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's primitives
 }
-"""Environment that makes a fresh process use :data:`PINNED` kernels."""
+"""Environment that makes a fresh process use :data:`PINNED` numerics."""
 _WIDER = "avx512"
 """Prefix of the kernel sets torch may choose on x86 that round differently from AVX2."""
 
 
 def current() -> str:
-    """The kernel set this process uses (``avx2``, ``avx512``, ``default``, ``sve256`` ...)."""
-    return torch.backends.cpu.get_cpu_capability().lower()
+    """This process's numerics: torch's kernel set (``avx2``, ``avx512``, ``default``,
+    ``sve256`` ...), with ``/mkl-compatible`` when it was started with MKL's reproducible
+    branch (MKL reads ``MKL_CBWR`` once, at its first call)."""
+    kernels = torch.backends.cpu.get_cpu_capability().lower()
+    mkl = os.environ.get("MKL_CBWR", "").split(",")[0].strip().upper() == MKL_BRANCH
+    return f"{kernels}/mkl-compatible" if mkl else kernels
 
 
 def expected() -> str:
-    """The kernel set an organism built on this machine has: :data:`PINNED` where the
+    """The numerics an organism built on this machine has: :data:`PINNED` where the
     processor has AVX2, else its own."""
-    here = current()
-    return PINNED if here == PINNED or here.startswith(_WIDER) else here
+    kernels = torch.backends.cpu.get_cpu_capability().lower()
+    return PINNED if kernels == "avx2" or kernels.startswith(_WIDER) else current()
 
 
 def needs_child() -> bool:
