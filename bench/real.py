@@ -127,10 +127,9 @@ def worker_rollback(org: Path, variant: str, out: Path) -> dict[str, Any]:
     from surgeon.runs import run_repair
 
     _, rep = real_settings(org)
-    # as the demo: restore up to and including the diagnosis's most drifted layer
-    drifted = json.loads(RESULTS.read_text()).get("diagnose", {}).get("most_drifted_layer")
-    if drifted is not None:
-        rep = replace(rep, rollback=replace(rep.rollback, layer=drifted + 1))
+    # as the demo (surgeon.demo.repair_layer): every decoder layer eligible
+    n_layers = json.loads((org / "base" / "config.json").read_text())["num_hidden_layers"]
+    rep = replace(rep, rollback=replace(rep.rollback, layer=n_layers))
     from procmem import current_rss
 
     runtime = current_rss()  # the Python, torch and transformers runtime before any model is loaded

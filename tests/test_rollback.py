@@ -529,9 +529,9 @@ def test_paper_rule_with_tolerance_rollback_puts_entries_back(
 
 
 ORGANISM_LAYER = 6
-"""Rollback's L on the organism: all six decoder layers (its diagnosis puts the most drifted
-layer at 5; at the 2/3-depth default L=4 even restoring every eligible entry leaves the harmful
-rate at 100%, see the report's proxy_harmful_ceiling)."""
+"""Rollback's L on the organism: all six decoder layers, as the demo (on the organism of an
+earlier build, at the 2/3-depth default L=4 even restoring every eligible entry left the
+harmful rate at 100%, see the report's proxy_harmful_ceiling)."""
 
 
 @pytest.fixture(scope="module", params=["ft-harmful", "ft-lora", "ft-benign"])
