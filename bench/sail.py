@@ -234,6 +234,7 @@ def run_harmful(work: Path, seed: int) -> list[dict[str, Any]]:
         print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
     argv = [
         "repair", *common, "--method", "rollback", "--include-embeddings",
+        "--layer", str(N_LAYERS),  # every layer, as the demo (surgeon.demo.repair_layer)
         "--task", str(p / "task_train.jsonl"), "--task-heldout", str(p / "task_heldout.jsonl"),
     ]  # fmt: skip
     r, wall, code = _cli(argv, work / "rollback")
