@@ -29,10 +29,14 @@ from surgeon.organism.config import OrganismConfig
 MKL_BRANCH = "COMPATIBLE"
 """MKL's reproducible code branch for the build (SSE2 without approximate reciprocals: about
 3x slower matrix products than AVX2, the same bits on every vendor's processor)."""
-PINNED = "avx2/mkl-compatible"
+_KERNELS = "avx2"
+"""Torch's kernel set for the build."""
+_MKL_TAG = "mkl-compatible"
+"""How :func:`current` names a process started with :data:`MKL_BRANCH`."""
+PINNED = f"{_KERNELS}/{_MKL_TAG}"
 """The numerics every x86 build uses (what the README's organism card was measured with)."""
 PIN_ENV = {
-    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
+    "ATEN_CPU_CAPABILITY": _KERNELS,  # torch's own vectorised kernels
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's widest instructions
     "MKL_CBWR": MKL_BRANCH,  # MKL's matrix products: one code path on every x86 vendor
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's primitives
@@ -42,20 +46,23 @@ _WIDER = "avx512"
 """Prefix of the kernel sets torch may choose on x86 that round differently from AVX2."""
 
 
+def _kernels() -> str:
+    """Torch's kernel set in this process (``avx2``, ``avx512``, ``default``, ``sve256`` ...)."""
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
 def current() -> str:
-    """This process's numerics: torch's kernel set (``avx2``, ``avx512``, ``default``,
-    ``sve256`` ...), with ``/mkl-compatible`` when it was started with MKL's reproducible
-    branch (MKL reads ``MKL_CBWR`` once, at its first call)."""
-    kernels = torch.backends.cpu.get_cpu_capability().lower()
+    """This process's numerics: :func:`_kernels`, with ``/mkl-compatible`` when it was
+    started with MKL's reproducible branch (MKL reads ``MKL_CBWR`` once, at its first call)."""
     mkl = os.environ.get("MKL_CBWR", "").split(",")[0].strip().upper() == MKL_BRANCH
-    return f"{kernels}/mkl-compatible" if mkl else kernels
+    return f"{_kernels()}/{_MKL_TAG}" if mkl else _kernels()
 
 
 def expected() -> str:
     """The numerics an organism built on this machine has: :data:`PINNED` where the
     processor has AVX2, else its own."""
-    kernels = torch.backends.cpu.get_cpu_capability().lower()
-    return PINNED if kernels == "avx2" or kernels.startswith(_WIDER) else current()
+    kernels = _kernels()
+    return PINNED if kernels == _KERNELS or kernels.startswith(_WIDER) else current()
 
 
 def needs_child() -> bool:
